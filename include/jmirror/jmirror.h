@@ -1,0 +1,17 @@
+/*
+ * jmirror/jmirror.h - everything the library offers, in one include.
+ *
+ *   error.h    the error convention (0 / -errno / JM_E*, jm_error)
+ *   reader.h   events, validation, the incremental line reader, ids, times
+ *   journal.h  the writer: appending events with chosen durability
+ */
+#ifndef JMIRROR_JMIRROR_H
+#define JMIRROR_JMIRROR_H
+
+#define JM_VERSION_STRING "0.1.0"
+
+#include "error.h"
+#include "journal.h"
+#include "reader.h"
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * cli.h - what the jmirror subcommands share: argument parsing, printing
+ * errors, the command table.
+ *
+ * Tools are thin: parse arguments, call the library, print one line per
+ * error ("jmirror: <what failed and where>") and exit with a documented code.
+ */
+#ifndef JMIRROR_CLI_H
+#define JMIRROR_CLI_H
+
+#include <stdio.h>
+
+#include "jmirror/jmirror.h"
+
+/* Exit codes (docs/cli.md). */
+enum {
+  EXIT_OK = 0,      /* did what was asked */
+  EXIT_FAIL = 1,    /* an error, a refused input, or drift found */
+  EXIT_USAGE = 2,   /* bad arguments: nothing was done */
+};
+
+/* The global context every command receives. */
+typedef struct cli {
+  const char *root_flag; /* --root as given, or NULL */
+  char *root;            /* resolved root (owned by main) */
+  const char *cmd;       /* the command's name */
+} cli;
+
+typedef struct command {
+  const char *name;
+  const char *summary; /* one line for `jmirror --help` */
+  const char *usage;   /* full text for `jmirror help <name>` */
+  int (*run)(cli *c, int argc, char **argv);
+  int needs_root;      /* resolve the root before running */
+} command;
+
+/* A tiny portable option parser: "--name value", "--name=value", flags,
+ * and "--" to end options.  Options and operands may be mixed. */
+typedef struct opt_spec {
+  const char *name;  /* without dashes */
+  int takes_value;   /* 1: needs a value */
+} opt_spec;
+
+typedef struct opt_result {
+  const char *values[16]; /* per spec index: value, "" for a flag, or NULL */
+  char *operands[64];     /* positional arguments in order */
+  int n_operands;
+} opt_result;
+
+/* Returns 0, or prints "jmirror <cmd>: ..." and returns EXIT_USAGE. */
+int cli_parse(cli *c, int argc, char **argv, const opt_spec *specs,
+              opt_result *out);
+
+/* Print "jmirror: <fmt>" to stderr (one line). */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "jmirror: <err->msg>" (or jm_strerror) and return EXIT_FAIL. */
+int cli_fail(const jm_error *err);
+/* Usage error for command c: "jmirror <cmd>: <msg>" + hint, EXIT_USAGE. */
+int cli_usage(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse a non-negative integer option; EXIT_USAGE on junk. */
+int cli_parse_uint(cli *c, const char *opt, const char *s,
+                   unsigned long long *out);
+
+/* The commands. */
+int cmd_append(cli *c, int argc, char **argv);
+
+extern const command cli_commands[];
+
+#endif
