@@ -29,6 +29,10 @@
  * Member checks never stop at the first fault: each fault is noted with its
  * category and the lowest category wins, so the answer does not depend on
  * the order members appear in.
+ *
+ * A message quotes a member's value through shown(): the value is decoded
+ * JSON, so it may hold "\n", "\u001b" or "\u0000", and the message must stay
+ * one line of text (it becomes a jm_error message) that a NUL cannot cut.
  */
 #include "internal.h"
 
@@ -68,6 +72,21 @@ static void set_bad(jm_bad *bad, jm_bad_reason reason, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(bad->msg, sizeof bad->msg, fmt, ap);
   va_end(ap);
+}
+
+/* At most ~64 chars of a value: printable ASCII as is, any other byte as
+ * \xNN (as id.c shows ids), "..." when cut. */
+static const char *shown(char out[72], const char *s, size_t n) {
+  size_t o = 0, i = 0;
+  for (; i < n && o + 4 < 64; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c < 0x7f && c != '\'')
+      out[o++] = (char)c;
+    else
+      o += (size_t)snprintf(out + o, 72 - o, "\\x%02x", c);
+  }
+  memcpy(out + o, i < n ? "..." : "", i < n ? 4 : 1);
+  return out;
 }
 
 const char *jm_bad_reason_name(jm_bad_reason reason) {
@@ -226,6 +245,7 @@ static void check_msg_id(fault *f, jm_str *id) {
 
 static void check_role(fault *f, jm_str *role) {
   static const char *const roles[] = {"user", "assistant", "system", "tool"};
+  char buf[72];
   if (role->state != JM_SET)
     return;
   for (size_t i = 0; i < JM__ARRAY_LEN(roles); i++)
@@ -233,8 +253,8 @@ static void check_role(fault *f, jm_str *role) {
       return;
   note(f, JM_BAD_WRONG_TYPE,
        "member 'role' must be one of user, assistant, system, tool (got "
-       "'%.40s')",
-       role->p);
+       "'%s')",
+       shown(buf, role->p, role->n));
 }
 
 static void get_any(json_t *obj, const char *key, jm_any *out) {
@@ -253,6 +273,7 @@ static void get_any(json_t *obj, const char *key, jm_any *out) {
 
 static void check_common(fault *f, json_t *obj, const char *conv_id,
                          jm_event *ev) {
+  char buf[72];
   json_t *v = json_object_get(obj, "v");
   if (v != NULL && !json_is_null(v)) {
     if (!json_is_integer(v))
@@ -272,8 +293,8 @@ static void check_common(fault *f, json_t *obj, const char *conv_id,
   if (cid.state == JM_SET && conv_id != NULL &&
       (cid.n != strlen(conv_id) || memcmp(cid.p, conv_id, cid.n) != 0))
     note(f, JM_BAD_CONVERSATION_MISMATCH,
-         "conversation_id '%.64s' does not match the file's id '%s'", cid.p,
-         conv_id);
+         "conversation_id '%s' does not match the file's id '%s'",
+         shown(buf, cid.p, cid.n), conv_id);
 
   v = json_object_get(obj, "ts");
   if (v == NULL)
@@ -285,8 +306,8 @@ static void check_common(fault *f, json_t *obj, const char *conv_id,
                            ev->ts) != 0)
     note(f, JM_BAD_BAD_TS,
          "member 'ts' is not a UTC RFC 3339 time "
-         "(YYYY-MM-DDTHH:MM:SS[.f]Z): '%.40s'",
-         json_string_value(v));
+         "(YYYY-MM-DDTHH:MM:SS[.f]Z): '%s'",
+         shown(buf, json_string_value(v), json_string_length(v)));
 }
 
 static void check_members(fault *f, json_t *obj, jm_event *ev) {

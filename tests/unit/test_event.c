@@ -1038,6 +1038,46 @@ static void test_rank_too_long_beats_utf8(void) {
           "line of 4 bytes exceeds the maximum of 3");
 }
 
+/* A message quotes values from the line: it must stay one line of text
+ * (journal.c hands it on as a jm_error message) that a NUL cannot cut. */
+static void test_messages_quote_values(void) {
+  BAD(msg_with(",\"conversation_id\":\"evil\\nline\""),
+      JM_BAD_CONVERSATION_MISMATCH,
+      "conversation_id 'evil\\x0aline' does not match the file's id 'c1'");
+  BAD("{\"type\":\"message\",\"ts\":\"" TS "\",\"id\":\"m\","
+      "\"role\":\"\\u0000evil\",\"content\":\"\"}",
+      JM_BAD_WRONG_TYPE, "(got '\\x00evil')");
+  BAD("{\"type\":\"message\",\"ts\":\"" TS "\",\"id\":\"m\","
+      "\"role\":\"\\u001b[2J\\r\",\"content\":\"\"}",
+      JM_BAD_WRONG_TYPE, "(got '\\x1b[2J\\x0d')");
+  BAD(with_ts("2026-11-20T09:15:02Z\\n"), JM_BAD_BAD_TS,
+      "'2026-11-20T09:15:02Z\\x0a'");
+  /* Long values are cut short with "...", never mid-character. */
+  char role[200] = "a";
+  for (int i = 0; i < 60; i++)
+    strcat(role, "\xc3\xa9");
+  BAD(test_fmt("{\"type\":\"message\",\"ts\":\"" TS "\",\"id\":\"m\","
+               "\"role\":\"%s\",\"content\":\"\"}",
+               role),
+      JM_BAD_WRONG_TYPE, "(got 'a\\xc3\\xa9");
+  static const char *const lines[] = {
+    "{\"type\":\"message\",\"ts\":\"" TS "\",\"id\":\"m\","
+    "\"role\":\"\\n\\u0000\\u00e9\\u2028\",\"content\":\"\"}",
+    "{\"type\":\"x\",\"ts\":\"\\t\\u007f\\ud83d\\ude00\"}",
+    "{\"type\":\"x\",\"ts\":\"" TS "\",\"conversation_id\":\"\\r\\n\"}",
+  };
+  for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+    jm_event ev;
+    jm_bad bad;
+    ASSERT_EQ(jm_event_parse(lines[i], strlen(lines[i]), "c1", 0, &ev, &bad),
+              JM_EVENT_BAD);
+    for (const char *p = bad.msg; *p; p++)
+      if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+        test_fail(__FILE__, __LINE__, "byte 0x%02x in message \"%s\"",
+                  (unsigned char)*p, bad.msg);
+  }
+}
+
 /* ------------------------------------------------------------------ */
 /* Section 2: JSON-level faults                                         */
 
@@ -1661,6 +1701,7 @@ static const test_case cases[] = {
   TEST_CASE(test_rank_not_object_beats_duplicate),
   TEST_CASE(test_rank_utf8_beats_json),
   TEST_CASE(test_rank_too_long_beats_utf8),
+  TEST_CASE(test_messages_quote_values),
   /* section 2 */
   TEST_CASE(test_invalid_utf8_overlong),
   TEST_CASE(test_invalid_utf8_surrogate),
