@@ -330,10 +330,12 @@ static int lock_file(int fd) {
   return 0;
 }
 
-/* Is the locked fd still the file at `path`? (not deleted, not replaced) */
+/* Is the locked fd still the file at `path`? (not deleted, not replaced,
+ * not moved away with a symlink to it left in its place: lstat, so a link
+ * never matches and the reopen refuses it with O_NOFOLLOW) */
 static int fd_is_path(int fd, const char *path) {
   struct stat a, b;
-  if (fstat(fd, &a) != 0 || stat(path, &b) != 0)
+  if (fstat(fd, &a) != 0 || lstat(path, &b) != 0)
     return 0;
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_nlink > 0;
 }
