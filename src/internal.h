@@ -8,6 +8,7 @@
 #define JMIRROR_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -86,6 +87,10 @@ struct json_t *jm__event_load(const char *line, size_t len, size_t max_line,
  * root, no new reference); on JM_EVENT_BAD root is untouched. */
 int jm__event_validate(struct json_t *root, const char *conv_id, jm_event *ev,
                        jm_bad *bad);
+
+/* reader.c: a line starting at or beyond `offset` is not handed out (the
+ * reader answers NEED_MORE there).  Used to split a file between workers. */
+void jm__reader_stop_at(jm_reader *r, uint64_t offset);
 
 /* Growable byte buffer ---------------------------------------------------- */
 typedef struct jm__buf {

@@ -37,6 +37,7 @@ struct jm_reader {
   jm__buf carry;      /* start of a line that began in an earlier chunk */
   int overlong;       /* carry exceeded the maximum: discarding to LF */
   int raw;            /* frame only: hand out lines unparsed */
+  uint64_t stop_at;   /* never start a line at or past this offset */
   uint64_t carry_len; /* bytes of the current partial line seen so far */
   jm_event held;      /* event handed out last; released on next call */
 };
@@ -50,6 +51,7 @@ jm_reader *jm_reader_new(const char *conv_id, size_t max_line) {
     return NULL;
   }
   r->max_line = max_line ? max_line : JM_MAX_LINE_DEFAULT;
+  r->stop_at = UINT64_MAX;
   return r;
 }
 
@@ -63,6 +65,8 @@ void jm_reader_free(jm_reader *r) {
 }
 
 void jm_reader_set_raw(jm_reader *r, int raw) { r->raw = raw; }
+
+void jm__reader_stop_at(jm_reader *r, uint64_t offset) { r->stop_at = offset; }
 
 void jm_reader_seek(jm_reader *r, uint64_t offset, uint64_t line) {
   jm_event_release(&r->held);
@@ -147,6 +151,8 @@ int jm_reader_next(jm_reader *r, jm_read *out) {
   for (;;) {
     if (r->chunk == NULL || r->chunk_pos >= r->chunk_len)
       return JM_READ_NEED_MORE;
+    if (r->carry_len == 0 && r->offset >= r->stop_at)
+      return JM_READ_NEED_MORE; /* the next line is someone else's */
     const char *start = r->chunk + r->chunk_pos;
     size_t avail = r->chunk_len - r->chunk_pos;
     const char *nl = memchr(start, '\n', avail);

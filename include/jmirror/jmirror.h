@@ -4,6 +4,7 @@
  *   error.h    the error convention (0 / -errno / JM_E*, jm_error)
  *   reader.h   events, validation, the incremental line reader, ids, times
  *   journal.h  the writer: appending events with chosen durability
+ *   mirror.h   the SQLite mirror: ingest, replay, rebuild, verify
  */
 #ifndef JMIRROR_JMIRROR_H
 #define JMIRROR_JMIRROR_H
@@ -12,6 +13,7 @@
 
 #include "error.h"
 #include "journal.h"
+#include "mirror.h"
 #include "reader.h"
 
 #endif

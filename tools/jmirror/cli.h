@@ -8,7 +8,9 @@
 #ifndef JMIRROR_CLI_H
 #define JMIRROR_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "jmirror/jmirror.h"
 
@@ -22,6 +24,7 @@ enum {
 /* The global context every command receives. */
 typedef struct cli {
   const char *root_flag; /* --root as given, or NULL */
+  const char *mirror_flag; /* --mirror as given, or NULL */
   char *root;            /* resolved root (owned by main) */
   const char *cmd;       /* the command's name */
 } cli;
@@ -62,8 +65,28 @@ int cli_usage(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 int cli_parse_uint(cli *c, const char *opt, const char *s,
                    unsigned long long *out);
 
+/* Open the mirror of c->root (read_only: never creates or migrates). */
+int cli_open_mirror(cli *c, int read_only, jm_mirror **out);
+
+/* Progress on a TTY (progress.c). */
+typedef struct progress {
+  const char *label;
+  int tty;      /* stderr is a terminal: draw */
+  int shown;    /* something was drawn: clear it at the end */
+  double t0, last;
+} progress;
+void progress_init(progress *p, const char *label);
+void progress_cb(void *ctx, uint64_t done, uint64_t total);
+void progress_done(progress *p);
+
+/* JSON string output for --json modes (escapes per RFC 8259). */
+void cli_json_str(FILE *f, const char *s);
+
 /* The commands. */
 int cmd_append(cli *c, int argc, char **argv);
+int cmd_replay(cli *c, int argc, char **argv);
+int cmd_verify(cli *c, int argc, char **argv);
+int cmd_errors(cli *c, int argc, char **argv);
 
 extern const command cli_commands[];
 

@@ -26,6 +26,43 @@ const command cli_commands[] = {
    "\n"
    "Exit: 0 all appended; 1 an event was refused or an I/O error; 2 usage.\n",
    cmd_append, 1},
+  {"replay", "rebuild conversations from their journal files",
+   "usage: jmirror replay <conversation_id>... [--threads N] [--json]\n"
+   "       jmirror replay --all [--threads N] [--json]\n"
+   "\n"
+   "Wipe the conversations' rows and replay their journal files, each in\n"
+   "one transaction.  --all rebuilds the whole mirror into a fresh file and\n"
+   "copies it into the live mirror in one step, so readers never see a\n"
+   "half-built mirror.  Parsing runs on every core (--threads to limit).\n"
+   "A conversation whose file is gone has its rows removed.\n"
+   "\n"
+   "Shows progress on a terminal; prints a summary line (or JSON).\n"
+   "Exit: 0 done; 1 an error; 2 usage.\n",
+   cmd_replay, 1},
+  {"verify", "check the mirror against the journal",
+   "usage: jmirror verify [<conversation_id>...] [--repair] [--json]\n"
+   "                      [--verbose] [--threads N]\n"
+   "\n"
+   "Fold each journal file again, independently of the mirror, and compare\n"
+   "every row and column and the ingested offsets.  Each conversation is\n"
+   "ok, behind (not yet ingested up to its last complete line) or drift\n"
+   "(with what differs).  Read-only unless --repair, which replays the\n"
+   "drifted conversations, catches up the ones behind, and verifies again.\n"
+   "Lines are printed for conversations that are not ok (all with\n"
+   "--verbose or when ids are given), then a summary.\n"
+   "\n"
+   "Exit: 0 no drift (behind is not drift); 1 drift found and not\n"
+   "repaired, or an error; 2 usage.\n",
+   cmd_verify, 1},
+  {"errors", "list bad lines recorded in the mirror",
+   "usage: jmirror errors [<conversation_id>] [--json]\n"
+   "\n"
+   "List the journal lines that broke the format: conversation, line\n"
+   "number, byte offset, reason (too_long, invalid_utf8, invalid_json,\n"
+   "not_object, duplicate_key, unsupported_version, conversation_mismatch,\n"
+   "missing_member, bad_ts, wrong_type) and a message.\n"
+   "Exit: 0; 1 on an error; 2 usage.\n",
+   cmd_errors, 1},
   {NULL, NULL, NULL, NULL, 0},
 };
 
@@ -38,7 +75,7 @@ static const command *find(const char *name) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: jmirror [--root DIR] <command> [arguments]\n"
+          "usage: jmirror [--root DIR] [--mirror DB] <command> [arguments]\n"
           "\n"
           "Append-only JSONL conversation journals with a SQLite mirror.\n"
           "\n"
@@ -50,6 +87,8 @@ static void usage(FILE *f) {
           "The root is --root, else $JMIRROR_ROOT, else the platform default\n"
           "(~/Library/Application Support/jmirror on macOS,\n"
           "$XDG_DATA_HOME/jmirror or ~/.local/share/jmirror on Linux).\n"
+          "The mirror is --mirror, else $JMIRROR_MIRROR, else\n"
+          "<root>/mirror/mirror.db.\n"
           "\n"
           "Exit codes: 0 success, 1 failure (error, refused input, drift),\n"
           "2 usage error.  'jmirror help <command>' for details.\n");
@@ -84,6 +123,10 @@ int main(int argc, char **argv) {
       ctx.root_flag = argv[++i];
     else if (strncmp(a, "--root=", 7) == 0)
       ctx.root_flag = a + 7;
+    else if (strcmp(a, "--mirror") == 0 && i + 1 < argc)
+      ctx.mirror_flag = argv[++i];
+    else if (strncmp(a, "--mirror=", 9) == 0)
+      ctx.mirror_flag = a + 9;
     else {
       cli_err("unknown option '%s' (see 'jmirror --help')", a);
       return EXIT_USAGE;

@@ -1,0 +1,206 @@
+/*
+ * jmirror/mirror.h - the SQLite mirror: opening, the writer lock, ingest,
+ * replay, rebuild and verify.
+ *
+ * The mirror is a pure function of the journal files.  It is never patched:
+ * a conversation whose rows disagree with its file is wiped and replayed.
+ * Every write to the mirror happens under one exclusive writer lock (a lock
+ * file beside the database); the daemon holds it for its lifetime.
+ */
+#ifndef JMIRROR_MIRROR_H
+#define JMIRROR_MIRROR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct jm_mirror jm_mirror;
+
+typedef struct jm_mirror_options {
+  const char *db_path; /* NULL: $JMIRROR_MIRROR, else <root>/mirror/mirror.db */
+  int read_only;       /* queries only: never creates, migrates or writes */
+  size_t max_line;     /* 0 = JM_MAX_LINE_DEFAULT */
+} jm_mirror_options;
+
+/*
+ * Open (creating and migrating unless read_only) the mirror of `root`.
+ * *out is owned by the caller: jm_mirror_close() it.
+ * JM_ESCHEMA if the database was made by a newer jmirror.
+ */
+int jm_mirror_open(jm_mirror **out, const char *root,
+                   const jm_mirror_options *opt, jm_error *err);
+void jm_mirror_close(jm_mirror *m);
+
+const char *jm_mirror_db_path(const jm_mirror *m);
+const char *jm_mirror_root(const jm_mirror *m);
+/* Path of a file beside the database: "<db>.lock", "<db>.sock", ... */
+char *jm_mirror_sibling(const char *db_path, const char *suffix);
+/* Resolve the database path for root/opt without opening (malloc'd). */
+char *jm_mirror_resolve_path(const char *root, const jm_mirror_options *opt);
+
+/*
+ * The writer lock.  wait_ms: 0 fails at once, -1 waits forever.  `who`
+ * names the holder in the lock file ("jmirrord", "jmirror replay") so that
+ * the next one can say who has it.  JM_ELOCKED names the holder's pid.
+ */
+int jm_mirror_lock(jm_mirror *m, int wait_ms, const char *who, jm_error *err);
+void jm_mirror_unlock(jm_mirror *m);
+int jm_mirror_locked(const jm_mirror *m);
+/* Read who holds the lock of the mirror at db_path: 1 held (pid, who
+ * filled), 0 free, <0 error. */
+int jm_mirror_lock_holder(const char *db_path, long *pid, char who[64]);
+
+/* ------------------------------------------------------------------ */
+/* Ingest.                                                              */
+
+typedef struct jm_ingest_limits {
+  uint64_t max_bytes;  /* per transaction; 0 = no limit */
+  uint64_t max_events; /* per transaction; 0 = no limit */
+} jm_ingest_limits;
+
+typedef struct jm_ingest_result {
+  uint64_t lines;     /* physical lines consumed by this call */
+  uint64_t events;    /* valid lines folded */
+  uint64_t bad_lines; /* bad lines recorded */
+  uint64_t bytes;     /* bytes consumed */
+  uint64_t offset;    /* committed offset afterwards (just past an LF) */
+  uint64_t file_size; /* size of the file when it was read */
+  int unchanged;      /* stat showed nothing new: nothing was read */
+  int replayed;       /* drift: rows were wiped and the file replayed */
+  int removed;        /* the file is gone: its rows were removed */
+  int more;           /* a limit stopped it; call again to go on */
+  char why[160];      /* replayed: what drift was seen */
+} jm_ingest_result;
+
+/*
+ * Bring one conversation up to date with its file: from the stored offset
+ * to the last LF, rows + offset + line count + bad lines committed in one
+ * transaction per slice (a slice ends at a limit or at the file's end).
+ * Before trusting the stored offset the file is checked for drift (smaller
+ * than the offset, different first line, different bytes before the
+ * offset); drift means the conversation is wiped and replayed.
+ * Needs the writer lock.  `lim` and `res` may be NULL.
+ */
+int jm_mirror_ingest(jm_mirror *m, const char *conv_id,
+                     const jm_ingest_limits *lim, jm_ingest_result *res,
+                     jm_error *err);
+
+/*
+ * Wipe one conversation's rows and replay its file from the start, in one
+ * transaction (parsing on `threads` threads; 0 = one per core).  A missing
+ * file removes the rows.  Needs the writer lock.
+ */
+int jm_mirror_replay(jm_mirror *m, const char *conv_id, int threads,
+                     jm_ingest_result *res, jm_error *err);
+
+/* Remove the rows of a conversation whose file is gone. Needs the lock. */
+int jm_mirror_forget(jm_mirror *m, const char *conv_id, jm_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Rebuild everything.                                                  */
+
+typedef struct jm_rebuild_stats {
+  uint64_t conversations; /* files with a valid name */
+  uint64_t ignored_files; /* files in journal/ with another name */
+  uint64_t events;        /* valid lines */
+  uint64_t bad_lines;
+  uint64_t bytes;         /* journal bytes read */
+  double seconds;         /* wall time */
+} jm_rebuild_stats;
+
+/* Progress: bytes done of total; called from the writing thread. */
+typedef void (*jm_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/*
+ * Rebuild the whole mirror from journal/ into a fresh database file, then
+ * copy it into the live mirror in one step (SQLite's online backup), so
+ * readers see the old mirror or the new one, never a half-built one.
+ * Needs the writer lock on `m`.  threads 0 = one per core.
+ */
+int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
+                      void *progress_ctx, jm_rebuild_stats *stats,
+                      jm_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Verify.                                                              */
+
+typedef enum jm_verify_state {
+  JM_VERIFY_OK = 0,     /* rows equal; ingested up to the last LF */
+  JM_VERIFY_BEHIND = 1, /* rows equal so far; more complete lines follow */
+  JM_VERIFY_DRIFT = 2,  /* rows, offsets or the file disagree */
+} jm_verify_state;
+
+typedef struct jm_verify_item {
+  const char *id;          /* conversation id (valid during the callback) */
+  jm_verify_state state;
+  uint64_t missing;        /* messages the file has and the mirror lacks */
+  uint64_t extra;          /* messages the mirror has and the file does not */
+  uint64_t changed;        /* messages in both whose columns differ */
+  int file_missing;        /* rows remain for a file that is gone */
+  int not_ingested;        /* a file the mirror has never seen */
+  uint64_t mirror_offset;  /* bytes the mirror says it ingested */
+  uint64_t file_offset;    /* just past the file's last LF */
+  char detail[512];        /* what differs, one line ("" when ok) */
+} jm_verify_item;
+
+typedef struct jm_verify_summary {
+  uint64_t checked, ok, behind, drift;
+} jm_verify_summary;
+
+/* Called once per conversation; non-zero stops the run. */
+typedef int (*jm_verify_fn)(void *ctx, const jm_verify_item *item);
+
+/*
+ * Fold each file again, independently of the mirror, and compare every row
+ * and column with the mirror, within one read snapshot.  ids/n_ids: the
+ * conversations to check (n_ids 0 = every file plus every conversation the
+ * mirror has).  Never writes.  Returns 0 when the check ran (whatever it
+ * found: see *sum), or an error.
+ */
+int jm_mirror_verify(jm_mirror *m, const char *const *ids, size_t n_ids,
+                     int threads, jm_verify_fn fn, void *fn_ctx,
+                     jm_progress_fn progress, void *progress_ctx,
+                     jm_verify_summary *sum, jm_error *err);
+
+/* PRAGMA quick_check: 1 ok, 0 not (detail says why). */
+int jm_mirror_check_integrity(jm_mirror *m, char *detail, size_t cap);
+
+/* ------------------------------------------------------------------ */
+/* Bad lines.                                                           */
+
+typedef struct jm_bad_line {
+  const char *conversation_id; /* valid until the next jm_bad_line_next */
+  uint64_t line;               /* physical line number, from 1 */
+  uint64_t offset;             /* byte offset of the line's first byte */
+  const char *reason;          /* "invalid_json", ... */
+  const char *message;
+} jm_bad_line;
+
+typedef struct jm_bad_line_iter jm_bad_line_iter;
+
+/* Iterate the recorded bad lines (id NULL: all).  Free with
+ * jm_bad_line_iter_free() before closing the mirror. */
+int jm_mirror_bad_lines(jm_mirror *m, const char *id, jm_bad_line_iter **out,
+                        jm_error *err);
+/* 1: *out filled; 0: no more; <0: error. */
+int jm_bad_line_next(jm_bad_line_iter *it, jm_bad_line *out);
+void jm_bad_line_iter_free(jm_bad_line_iter *it);
+
+/* ------------------------------------------------------------------ */
+/* Listing the journal.                                                 */
+
+/* Calls fn for every valid-named file in journal/ (sorted by id); counts
+ * the others in *ignored.  fn returning non-zero stops the walk. */
+int jm_journal_scan(const char *root,
+                    int (*fn)(void *ctx, const char *conv_id), void *ctx,
+                    uint64_t *ignored, jm_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

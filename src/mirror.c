@@ -1,0 +1,474 @@
+/*
+ * mirror.c - opening the mirror, its directory, PRAGMAs and writer lock.
+ *
+ * Layout (docs/mirror.md): <root>/mirror/mirror.db (+ -wal, -shm) unless
+ * --mirror / $JMIRROR_MIRROR says otherwise.  Beside the database:
+ *   <db>.lock   the writer lock: flock(LOCK_EX) held by whoever writes the
+ *               mirror (the daemon for its lifetime); holds "pid who" so a
+ *               refused writer can say who has it.
+ *   <db>.sock   the daemon's control socket (daemon.c).
+ * The default mirror/ directory also carries CACHEDIR.TAG and, on macOS,
+ * the Time Machine exclusion attribute: it is derived data, rebuilt from
+ * journal/ on demand, and a live database copied file by file is corrupt.
+ *
+ * PRAGMAs: WAL (readers never block the writer), synchronous=NORMAL (a
+ * crash may lose the last commits, never corrupt; the journal is the truth
+ * and re-ingest recovers them), foreign keys on (wiping a conversation
+ * cascades), a busy timeout, and checkpoint_fullfsync on macOS.
+ */
+#include "mirror_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __APPLE__
+#include <sys/xattr.h>
+#endif
+
+#include "migrate.h"
+
+/* Statements ---------------------------------------------------------------- */
+
+static const char *const stmt_sql[JM__S_COUNT] = {
+  [JM__S_CONV_GET] =
+    "SELECT title, brain, meta, created_at, updated_at, deleted_at,"
+    " message_count, bad_lines, unknown_events"
+    " FROM conversations WHERE id = ?1",
+  [JM__S_CONV_PUT] =
+    "INSERT INTO conversations (id, title, brain, meta, created_at,"
+    " updated_at, deleted_at, message_count, bad_lines, unknown_events)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    " ON CONFLICT (id) DO UPDATE SET title = excluded.title,"
+    " brain = excluded.brain, meta = excluded.meta,"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+    " deleted_at = excluded.deleted_at,"
+    " message_count = excluded.message_count,"
+    " bad_lines = excluded.bad_lines, unknown_events = excluded.unknown_events",
+  [JM__S_CONV_DEL] = "DELETE FROM conversations WHERE id = ?1",
+  [JM__S_SRC_GET] =
+    "SELECT byte_offset, lines, file_size, file_dev, file_ino,"
+    " file_mtime_ns, head_hash, tail_hash"
+    " FROM sources WHERE conversation_id = ?1",
+  [JM__S_SRC_PUT] =
+    "INSERT INTO sources (conversation_id, byte_offset, lines, file_size,"
+    " file_dev, file_ino, file_mtime_ns, head_hash, tail_hash, ingested_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    " ON CONFLICT (conversation_id) DO UPDATE SET"
+    " byte_offset = excluded.byte_offset, lines = excluded.lines,"
+    " file_size = excluded.file_size, file_dev = excluded.file_dev,"
+    " file_ino = excluded.file_ino, file_mtime_ns = excluded.file_mtime_ns,"
+    " head_hash = excluded.head_hash, tail_hash = excluded.tail_hash,"
+    " ingested_at = excluded.ingested_at",
+  [JM__S_MSG_GET] =
+    "SELECT rowid, seq, role, content, parent_id, brain, reasoning_level,"
+    " thinking, meta, status, stop_reason, usage, created_at, updated_at,"
+    " edited_at FROM messages WHERE conversation_id = ?1 AND id = ?2",
+  [JM__S_MSG_INS] =
+    "INSERT INTO messages (conversation_id, id, seq, role, content,"
+    " parent_id, brain, reasoning_level, thinking, meta, status,"
+    " stop_reason, usage, created_at, updated_at, edited_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+    " ?15, ?16)",
+  [JM__S_MSG_UPD] =
+    "UPDATE messages SET seq = ?3, role = ?4, content = ?5, parent_id = ?6,"
+    " brain = ?7, reasoning_level = ?8, thinking = ?9, meta = ?10,"
+    " status = ?11, stop_reason = ?12, usage = ?13, created_at = ?14,"
+    " updated_at = ?15, edited_at = ?16"
+    " WHERE rowid = ?17 AND conversation_id = ?1 AND id = ?2",
+  [JM__S_MSG_DEL] = "DELETE FROM messages WHERE rowid = ?1",
+  [JM__S_BAD_PUT] =
+    "INSERT OR REPLACE INTO bad_lines (conversation_id, line, byte_offset,"
+    " reason, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+};
+
+int jm__sql_err(jm_mirror *m, jm_error *err, const char *what) {
+  int ec = sqlite3_extended_errcode(m->db);
+  if ((ec & 0xff) == SQLITE_FULL)
+    return jm__errf(err, -ENOSPC, "mirror '%s': %s: %s", m->db_path, what,
+                    sqlite3_errmsg(m->db));
+  return jm__errf(err, JM_ESQLITE, "mirror '%s': %s: %s", m->db_path, what,
+                  sqlite3_errmsg(m->db));
+}
+
+sqlite3_stmt *jm__stmt(jm_mirror *m, jm__stmt_id id, jm_error *err) {
+  if (m->stmt[id] == NULL &&
+      sqlite3_prepare_v3(m->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                         &m->stmt[id], NULL) != SQLITE_OK) {
+    jm__sql_err(m, err, "cannot prepare statement");
+    return NULL;
+  }
+  sqlite3_reset(m->stmt[id]);
+  sqlite3_clear_bindings(m->stmt[id]);
+  return m->stmt[id];
+}
+
+void jm__finalize_all(jm_mirror *m) {
+  for (int i = 0; i < JM__S_COUNT; i++) {
+    sqlite3_finalize(m->stmt[i]);
+    m->stmt[i] = NULL;
+  }
+}
+
+int jm__exec(jm_mirror *m, const char *sql, jm_error *err) {
+  if (sqlite3_exec(m->db, sql, NULL, NULL, NULL) == SQLITE_OK)
+    return 0;
+  return jm__sql_err(m, err, sql);
+}
+
+/* Paths ------------------------------------------------------------------------ */
+
+char *jm_mirror_sibling(const char *db_path, const char *suffix) {
+  return jm__asprintf("%s%s", db_path, suffix);
+}
+
+char *jm_mirror_resolve_path(const char *root, const jm_mirror_options *opt) {
+  if (opt && opt->db_path && opt->db_path[0])
+    return jm__strdup(opt->db_path);
+  const char *env = getenv("JMIRROR_MIRROR");
+  if (env && env[0])
+    return jm__strdup(env);
+  return jm__path_join(root, "mirror/mirror.db");
+}
+
+const char *jm_mirror_db_path(const jm_mirror *m) { return m->db_path; }
+const char *jm_mirror_root(const jm_mirror *m) { return m->root; }
+
+/* The mirror directory ---------------------------------------------------------- */
+
+static const char cachedir_tag[] =
+  "Signature: 8a477f597d28d172789f06886806bc55\n"
+  "# This file is a cache directory tag created by jmirror.\n"
+  "# Everything here is derived from ../journal and is rebuilt with\n"
+  "# 'jmirror replay --all'.  See https://bford.info/cachedir/\n";
+
+/* Mark the default mirror/ directory as a cache for backup tools. */
+int jm__mirror_dir_mark(const char *dir) {
+  char *tag = jm__path_join(dir, "CACHEDIR.TAG");
+  if (tag == NULL)
+    return -ENOMEM;
+  struct stat st;
+  int rc = 0;
+  if (stat(tag, &st) != 0)
+    rc = jm__write_file_atomic(tag, cachedir_tag, sizeof cachedir_tag - 1,
+                               0600, NULL);
+  free(tag);
+#ifdef __APPLE__
+  /* What `tmutil addexclusion` writes: a sticky exclusion that follows the
+   * directory when it is moved or restored. */
+  static const char val[] =
+    "bplist00_\x10\x11" "com.apple.backupd\x08\x00\x00\x00\x00\x00\x00\x01\x01"
+    "\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    "\x00\x00\x00\x00\x00\x00\x1c";
+  setxattr(dir, "com.apple.metadata:com_apple_backup_excludeItem", val,
+           sizeof val - 1, 0, 0);
+#endif
+  return rc;
+}
+
+static int prepare_dir(jm_mirror *m, jm_error *err) {
+  char *dir = jm__strdup(m->db_path);
+  if (dir == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL) {
+    free(dir);
+    return 0; /* a bare file name: the current directory exists */
+  }
+  *slash = '\0';
+  int rc = dir[0] ? jm__mkdirs(dir) : 0;
+  if (rc != 0) {
+    jm__errno_f(err, -rc, "cannot create mirror directory '%s'", dir);
+    free(dir);
+    return rc;
+  }
+  char *dflt = jm__path_join(m->root, "mirror");
+  if (dflt && strcmp(dflt, dir) == 0)
+    jm__mirror_dir_mark(dir); /* only our own directory is a cache */
+  free(dflt);
+  free(dir);
+  return 0;
+}
+
+/* Open ---------------------------------------------------------------------------- */
+
+int jm__db_open(const char *path, int flags, sqlite3 **out, jm_error *err) {
+  sqlite3 *db = NULL;
+  int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    int e = jm__errf(err, rc == SQLITE_CANTOPEN ? -ENOENT : JM_ESQLITE,
+                     "cannot open mirror '%s': %s", path,
+                     db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close(db);
+    return e;
+  }
+  sqlite3_busy_timeout(db, 10000);
+  sqlite3_extended_result_codes(db, 1);
+  *out = db;
+  return 0;
+}
+
+static int set_pragmas(jm_mirror *m, jm_error *err) {
+  int rc = jm__exec(m, "PRAGMA foreign_keys = ON", err);
+  if (rc || m->read_only)
+    return rc;
+  rc = jm__exec(m, "PRAGMA journal_mode = WAL", err);
+  if (!rc)
+    rc = jm__exec(m, "PRAGMA synchronous = NORMAL", err);
+#ifdef __APPLE__
+  if (!rc)
+    rc = jm__exec(m, "PRAGMA checkpoint_fullfsync = ON", err);
+#endif
+  return rc;
+}
+
+int jm_mirror_open(jm_mirror **out, const char *root,
+                   const jm_mirror_options *opt, jm_error *err) {
+  *out = NULL;
+  jm_mirror *m = calloc(1, sizeof *m);
+  if (m == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  m->lock_fd = -1;
+  m->read_only = opt ? opt->read_only : 0;
+  m->max_line = opt && opt->max_line ? opt->max_line : JM_MAX_LINE_DEFAULT;
+  m->root = jm__strdup(root);
+  m->journal_dir = jm__path_join(root, "journal");
+  m->db_path = jm_mirror_resolve_path(root, opt);
+  m->lock_path = m->db_path ? jm_mirror_sibling(m->db_path, ".lock") : NULL;
+  int rc;
+  if (!m->root || !m->journal_dir || !m->db_path || !m->lock_path) {
+    rc = jm__errf(err, -ENOMEM, "out of memory");
+    goto fail;
+  }
+  if (!m->read_only && (rc = prepare_dir(m, err)) != 0)
+    goto fail;
+  struct stat st;
+  if (!m->read_only && stat(m->db_path, &st) != 0 && errno == ENOENT) {
+    /* A new database must not meet an old -wal: SQLite would apply the
+     * stale frames to the empty file. */
+    static const char *const stale[] = {"-wal", "-shm"};
+    for (size_t i = 0; i < 2; i++) {
+      char *p = jm_mirror_sibling(m->db_path, stale[i]);
+      if (p)
+        unlink(p);
+      free(p);
+    }
+  }
+  if (!m->read_only) {
+    /* Personal data: 0600.  SQLite gives -wal/-shm the database's mode, so
+     * creating the file here first sets it for all three. */
+    int fd = jm__open(m->db_path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0) {
+      rc = jm__errno_f(err, -fd, "cannot create mirror '%s'", m->db_path);
+      goto fail;
+    }
+    jm__close(fd);
+  }
+  int flags = m->read_only ? SQLITE_OPEN_READONLY
+                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
+    goto fail;
+  if ((rc = set_pragmas(m, err)) != 0)
+    goto fail;
+  if (m->read_only) {
+    int have = jm__schema_version(m->db);
+    int known = jm__migrations[jm__n_migrations - 1].version;
+    if (have > known) {
+      rc = jm__errf(err, JM_ESCHEMA,
+                    "mirror '%s' has schema version %d but this jmirror "
+                    "knows only up to %d: upgrade jmirror, or rebuild the "
+                    "mirror with 'jmirror replay --all'",
+                    m->db_path, have, known);
+      goto fail;
+    }
+  } else if ((rc = jm__migrate(m->db, jm__migrations, jm__n_migrations,
+                               m->db_path, err)) != 0)
+    goto fail;
+  *out = m;
+  return 0;
+fail:
+  jm_mirror_close(m);
+  return rc;
+}
+
+void jm_mirror_close(jm_mirror *m) {
+  if (m == NULL)
+    return;
+  jm__finalize_all(m);
+  if (m->db)
+    sqlite3_close(m->db);
+  jm_mirror_unlock(m);
+  free(m->root);
+  free(m->journal_dir);
+  free(m->db_path);
+  free(m->lock_path);
+  free(m);
+}
+
+/* The writer lock ---------------------------------------------------------------- */
+
+int jm_mirror_lock_holder(const char *db_path, long *pid, char who[64]) {
+  char *path = jm_mirror_sibling(db_path, ".lock");
+  if (path == NULL)
+    return -ENOMEM;
+  int fd = jm__open(path, O_RDONLY, 0);
+  free(path);
+  if (fd < 0)
+    return fd == -ENOENT ? 0 : fd;
+  int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  if (!held)
+    flock(fd, LOCK_UN);
+  char buf[128] = {0};
+  ssize_t n = jm__pread_full(fd, buf, sizeof buf - 1, 0);
+  jm__close(fd);
+  *pid = 0;
+  who[0] = '\0';
+  if (n > 0) {
+    char *sp = strchr(buf, ' ');
+    *pid = strtol(buf, NULL, 10);
+    if (sp) {
+      snprintf(who, 64, "%s", sp + 1);
+      who[strcspn(who, "\n")] = '\0';
+    }
+  }
+  return held;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+int jm_mirror_lock(jm_mirror *m, int wait_ms, const char *who,
+                   jm_error *err) {
+  if (m->lock_fd >= 0)
+    return 0;
+  int fd = jm__open(m->lock_path, O_RDWR | O_CREAT, 0600);
+  if (fd < 0)
+    return jm__errno_f(err, -fd, "cannot open lock file '%s'", m->lock_path);
+  int waited = 0;
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR)
+      continue;
+    if (errno != EWOULDBLOCK) {
+      int e = errno;
+      jm__close(fd);
+      return jm__errno_f(err, e, "cannot lock '%s'", m->lock_path);
+    }
+    if (wait_ms >= 0 && waited >= wait_ms) {
+      long pid = 0;
+      char holder[64] = "";
+      jm_mirror_lock_holder(m->db_path, &pid, holder);
+      jm__close(fd);
+      return jm__errf(err, JM_ELOCKED,
+                      "mirror '%s' is locked by %s (pid %ld)", m->db_path,
+                      holder[0] ? holder : "another process", pid);
+    }
+    sleep_ms(20);
+    waited += 20;
+  }
+  char line[128];
+  int n = snprintf(line, sizeof line, "%ld %s\n", (long)getpid(),
+                   who ? who : "jmirror");
+  if (ftruncate(fd, 0) == 0)
+    jm__pwrite_full(fd, line, (size_t)n, 0);
+  m->lock_fd = fd;
+  return 0;
+}
+
+void jm_mirror_unlock(jm_mirror *m) {
+  if (m->lock_fd < 0)
+    return;
+  jm__close(m->lock_fd); /* closing drops the flock */
+  m->lock_fd = -1;
+}
+
+int jm_mirror_locked(const jm_mirror *m) { return m->lock_fd >= 0; }
+
+/* Scanning journal/ ------------------------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int valid_entry(const char *dir, struct dirent *de, char *id) {
+  size_t n = strlen(de->d_name);
+  if (n <= 6 || strcmp(de->d_name + n - 6, ".jsonl") != 0)
+    return 0;
+  if (jm_id_check(de->d_name, n - 6, NULL) != 0)
+    return 0;
+  memcpy(id, de->d_name, n - 6);
+  id[n - 6] = '\0';
+#ifdef DT_REG
+  if (de->d_type == DT_REG)
+    return 1;
+  if (de->d_type != DT_UNKNOWN)
+    return 0;
+#endif
+  char *p = jm__path_join(dir, de->d_name);
+  struct stat st;
+  int ok = p && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+  free(p);
+  return ok;
+}
+
+int jm_journal_scan(const char *root,
+                    int (*fn)(void *ctx, const char *conv_id), void *ctx,
+                    uint64_t *ignored, jm_error *err) {
+  char *dir = jm__path_join(root, "journal");
+  if (dir == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  DIR *d = opendir(dir);
+  if (d == NULL) {
+    int rc = jm__errno_f(err, errno, "cannot read journal directory '%s'",
+                         dir);
+    free(dir);
+    return rc;
+  }
+  char **ids = NULL;
+  size_t n = 0, cap = 0;
+  uint64_t skipped = 0;
+  int rc = 0;
+  struct dirent *de;
+  char id[JM_ID_MAX + 1];
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+      continue;
+    if (!valid_entry(dir, de, id)) {
+      skipped++;
+      continue;
+    }
+    if (n == cap) {
+      cap = cap ? cap * 2 : 256;
+      char **p = realloc(ids, cap * sizeof *p);
+      if (p == NULL) {
+        rc = jm__errf(err, -ENOMEM, "out of memory");
+        break;
+      }
+      ids = p;
+    }
+    if ((ids[n] = jm__strdup(id)) == NULL) {
+      rc = jm__errf(err, -ENOMEM, "out of memory");
+      break;
+    }
+    n++;
+  }
+  closedir(d);
+  if (rc == 0 && n > 1)
+    qsort(ids, n, sizeof *ids, cmp_str);
+  for (size_t i = 0; i < n && rc == 0; i++)
+    rc = fn(ctx, ids[i]);
+  for (size_t i = 0; i < n; i++)
+    free(ids[i]);
+  free(ids);
+  free(dir);
+  if (ignored)
+    *ignored = skipped;
+  return rc;
+}

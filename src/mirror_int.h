@@ -1,0 +1,85 @@
+/*
+ * mirror_int.h - the mirror handle and its prepared statements, shared by
+ * mirror.c (open/lock), ingest.c (fold -> rows), rebuild.c and verify.c.
+ */
+#ifndef JMIRROR_MIRROR_INT_H
+#define JMIRROR_MIRROR_INT_H
+
+#include <sqlite3.h>
+
+#include "fold.h"
+#include "internal.h"
+#include "jmirror/journal.h"
+#include "jmirror/mirror.h"
+
+/* Every statement the write path uses, prepared once per connection. */
+typedef enum jm__stmt_id {
+  JM__S_CONV_GET,
+  JM__S_CONV_PUT,
+  JM__S_CONV_DEL,
+  JM__S_SRC_GET,
+  JM__S_SRC_PUT,
+  JM__S_MSG_GET,
+  JM__S_MSG_INS,
+  JM__S_MSG_UPD,
+  JM__S_MSG_DEL,
+  JM__S_BAD_PUT,
+  JM__S_COUNT
+} jm__stmt_id;
+
+struct jm_mirror {
+  char *root;         /* journal root (owned) */
+  char *journal_dir;  /* <root>/journal (owned) */
+  char *db_path;      /* the database file (owned) */
+  char *lock_path;    /* <db>.lock (owned) */
+  sqlite3 *db;
+  int read_only;
+  size_t max_line;
+  int lock_fd;        /* open while the writer lock is held, else -1 */
+  sqlite3_stmt *stmt[JM__S_COUNT]; /* lazily prepared */
+};
+
+/* The source row of a conversation: how far its file was ingested. */
+typedef struct jm__source {
+  int found;                 /* a row exists */
+  uint64_t offset, lines, size;
+  int64_t dev, ino, mtime_ns;
+  unsigned char head[32], tail[32];
+  int has_head, has_tail;
+} jm__source;
+
+/* mirror.c */
+sqlite3_stmt *jm__stmt(jm_mirror *m, jm__stmt_id id, jm_error *err);
+int jm__sql_err(jm_mirror *m, jm_error *err, const char *what);
+int jm__exec(jm_mirror *m, const char *sql, jm_error *err);
+/* Open a connection with the mirror's PRAGMAs. */
+int jm__db_open(const char *path, int flags, sqlite3 **out, jm_error *err);
+void jm__finalize_all(jm_mirror *m);
+
+/* ingest.c: the shared write path */
+int jm__source_get(jm_mirror *m, const char *id, jm__source *src,
+                   jm_error *err);
+int jm__conv_load(jm_mirror *m, const char *id, jm__conv *c, int *found,
+                  jm_error *err);
+/* Writes the conversation row, flushes the fold, writes the source row. */
+typedef struct jm__file_state {
+  uint64_t offset, lines, size;
+  int64_t dev, ino, mtime_ns;
+} jm__file_state;
+int jm__commit_conversation(jm_mirror *m, const char *id, jm__fold *f,
+                            int fd, const jm__file_state *fs, jm_error *err);
+/* The writer context that jm__fold_flush visits. */
+typedef struct jm__writer {
+  jm_mirror *m;
+  const char *id;
+  jm_error *err;
+} jm__writer;
+int jm__flush(jm__writer *w, jm__fold *f);
+int jm__load_msg(void *ctx, jm__msg *msg);
+int jm__wipe(jm_mirror *m, const char *id, jm_error *err);
+
+/* Hashes of a file's first line and of the bytes before an offset. */
+int jm__hash_head(int fd, uint64_t offset, unsigned char out[32]);
+int jm__hash_tail(int fd, uint64_t offset, unsigned char out[32]);
+
+#endif

@@ -1,0 +1,377 @@
+/*
+ * cmd_mirror.c - the mirror's commands: replay, verify, errors.
+ *
+ *   jmirror replay <id>... | --all [--threads N] [--json]
+ *   jmirror verify [<id>...] [--repair] [--json] [--threads N]
+ *   jmirror errors [<id>] [--json]
+ *
+ * Writes to the mirror need its writer lock.  When jmirrord holds it, the
+ * work is handed to the daemon over its control socket (cli_delegate);
+ * otherwise these commands take the lock themselves.
+ */
+#include "cli.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <errno.h>
+#include <string.h>
+
+int cli_open_mirror(cli *c, int read_only, jm_mirror **out) {
+  jm_mirror_options opt = {c->mirror_flag, read_only, 0};
+  jm_error err;
+  jm_error_clear(&err);
+  if (jm_mirror_open(out, c->root, &opt, &err) != 0)
+    return cli_fail(&err);
+  return 0;
+}
+
+static void print_json(json_t *j) {
+  json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+  fputc('\n', stdout);
+  json_decref(j);
+}
+
+static int lock_or_fail(jm_mirror *m, const char *who) {
+  jm_error err;
+  jm_error_clear(&err);
+  if (jm_mirror_lock(m, 2000, who, &err) != 0)
+    return cli_fail(&err);
+  return 0;
+}
+
+/* replay ----------------------------------------------------------------------- */
+
+static int replay_all(jm_mirror *m, int threads, int json) {
+  jm_error err;
+  jm_error_clear(&err);
+  jm_rebuild_stats st;
+  progress p;
+  progress_init(&p, "replay");
+  int rc = jm_mirror_rebuild(m, threads, progress_cb, &p, &st, &err);
+  progress_done(&p);
+  if (rc != 0)
+    return cli_fail(&err);
+  double eps = st.seconds > 0 ? (double)st.events / st.seconds : 0;
+  if (json)
+    print_json(json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:f}", "conversations",
+                         (json_int_t)st.conversations, "events",
+                         (json_int_t)st.events, "bad_lines",
+                         (json_int_t)st.bad_lines, "bytes",
+                         (json_int_t)st.bytes, "ignored_files",
+                         (json_int_t)st.ignored_files, "seconds", st.seconds,
+                         "events_per_second", eps));
+  else
+    printf("replayed %llu conversations: %llu events, %llu bad lines, "
+           "%.1f MB in %.2f s (%.0f events/s)%s\n",
+           (unsigned long long)st.conversations,
+           (unsigned long long)st.events, (unsigned long long)st.bad_lines,
+           (double)st.bytes / 1e6, st.seconds, eps,
+           st.ignored_files ? " (some files in journal/ ignored)" : "");
+  return EXIT_OK;
+}
+
+static int replay_some(jm_mirror *m, char **ids, int n, int threads,
+                       int json) {
+  jm_error err;
+  unsigned long long events = 0, bad = 0;
+  json_t *arr = json ? json_array() : NULL;
+  int status = EXIT_OK;
+  for (int i = 0; i < n; i++) {
+    jm_error_clear(&err);
+    jm_ingest_result r;
+    if (jm_mirror_replay(m, ids[i], threads, &r, &err) != 0) {
+      cli_fail(&err);
+      status = EXIT_FAIL;
+      continue;
+    }
+    events += r.events;
+    bad += r.bad_lines;
+    if (json)
+      json_array_append_new(
+          arr, json_pack("{s:s,s:I,s:I,s:I,s:b}", "conversation", ids[i],
+                         "events", (json_int_t)r.events, "bad_lines",
+                         (json_int_t)r.bad_lines, "bytes",
+                         (json_int_t)r.offset, "removed", r.removed));
+    else if (r.removed)
+      printf("%s: no journal file; rows removed\n", ids[i]);
+  }
+  if (json)
+    print_json(arr);
+  else
+    printf("replayed %d conversation%s: %llu events, %llu bad lines\n", n,
+           n == 1 ? "" : "s", events, bad);
+  return status;
+}
+
+int cmd_replay(cli *c, int argc, char **argv) {
+  static const opt_spec specs[] = {
+      {"all", 0}, {"threads", 1}, {"json", 0}, {NULL, 0}};
+  opt_result o;
+  int rc = cli_parse(c, argc, argv, specs, &o);
+  if (rc)
+    return rc;
+  unsigned long long threads = 0;
+  if (o.values[1] && (rc = cli_parse_uint(c, "threads", o.values[1],
+                                          &threads)) != 0)
+    return rc;
+  int all = o.values[0] != NULL, json = o.values[2] != NULL;
+  if (all == (o.n_operands > 0))
+    return cli_usage(c, "give conversation ids or --all (not both)");
+  for (int i = 0; i < o.n_operands; i++) {
+    jm_error err;
+    if (jm_id_check(o.operands[i], strlen(o.operands[i]), &err) != 0)
+      return cli_fail(&err);
+  }
+  jm_mirror *m;
+  if ((rc = cli_open_mirror(c, 0, &m)) != 0)
+    return rc;
+  if ((rc = lock_or_fail(m, "jmirror replay")) == 0)
+    rc = all ? replay_all(m, (int)threads, json)
+             : replay_some(m, o.operands, o.n_operands, (int)threads, json);
+  jm_mirror_close(m);
+  return rc;
+}
+
+/* verify ----------------------------------------------------------------------- */
+
+static const char *state_name(jm_verify_state s) {
+  return s == JM_VERIFY_OK ? "ok" : s == JM_VERIFY_BEHIND ? "behind" : "drift";
+}
+
+typedef struct vout {
+  int json, verbose;
+  json_t *items;
+  /* what --repair must do */
+  char **drift, **behind;
+  size_t ndrift, nbehind, cap_d, cap_b;
+} vout;
+
+static int push(char ***v, size_t *n, size_t *cap, const char *id) {
+  if (*n == *cap) {
+    *cap = *cap ? *cap * 2 : 16;
+    char **p = realloc(*v, *cap * sizeof *p);
+    if (p == NULL)
+      return -1;
+    *v = p;
+  }
+  (*v)[(*n)++] = strdup(id);
+  return 0;
+}
+
+static int on_item(void *ctx, const jm_verify_item *it) {
+  vout *o = ctx;
+  if (it->state == JM_VERIFY_DRIFT)
+    push(&o->drift, &o->ndrift, &o->cap_d, it->id);
+  else if (it->state == JM_VERIFY_BEHIND)
+    push(&o->behind, &o->nbehind, &o->cap_b, it->id);
+  if (o->json) {
+    json_array_append_new(
+        o->items,
+        json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:s}", "conversation", it->id,
+                  "state", state_name(it->state), "missing",
+                  (json_int_t)it->missing, "extra", (json_int_t)it->extra,
+                  "changed", (json_int_t)it->changed, "mirror_offset",
+                  (json_int_t)it->mirror_offset, "file_offset",
+                  (json_int_t)it->file_offset, "detail", it->detail));
+    return 0;
+  }
+  if (it->state != JM_VERIFY_OK || o->verbose)
+    printf("%-6s %s%s%s\n", state_name(it->state), it->id,
+           it->detail[0] ? ": " : "", it->detail);
+  return 0;
+}
+
+static void free_list(char **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+static int run_verify(jm_mirror *m, char **ids, int n, int threads, vout *o,
+                      jm_verify_summary *sum) {
+  jm_error err;
+  jm_error_clear(&err);
+  progress p;
+  progress_init(&p, "verify");
+  int rc = jm_mirror_verify(m, (const char *const *)ids, (size_t)n, threads,
+                            on_item, o, progress_cb, &p, sum, &err);
+  progress_done(&p);
+  return rc ? cli_fail(&err) : 0;
+}
+
+/* Replay what drifted, ingest what is behind. */
+static int repair(jm_mirror *m, vout *o, int threads) {
+  jm_error err;
+  int status = 0;
+  for (size_t i = 0; i < o->ndrift; i++) {
+    jm_error_clear(&err);
+    if (jm_mirror_replay(m, o->drift[i], threads, NULL, &err) != 0)
+      status = cli_fail(&err);
+    else if (!o->json)
+      printf("repaired %s (replayed)\n", o->drift[i]);
+  }
+  for (size_t i = 0; i < o->nbehind; i++) {
+    jm_error_clear(&err);
+    jm_ingest_result r;
+    do {
+      if (jm_mirror_ingest(m, o->behind[i], NULL, &r, &err) != 0) {
+        status = cli_fail(&err);
+        break;
+      }
+    } while (r.more);
+    if (!o->json)
+      printf("caught up %s\n", o->behind[i]);
+  }
+  return status;
+}
+
+static void print_summary(const jm_verify_summary *s, const char *what) {
+  printf("%s %llu conversation%s: %llu ok, %llu behind, %llu drift\n", what,
+         (unsigned long long)s->checked, s->checked == 1 ? "" : "s",
+         (unsigned long long)s->ok, (unsigned long long)s->behind,
+         (unsigned long long)s->drift);
+}
+
+/* Read-only, unless there is no mirror at all: then an empty one (derived
+ * data; creating it changes nothing the journal says). */
+static int open_for_verify(cli *c, int repair, jm_mirror **m) {
+  jm_mirror_options opt = {c->mirror_flag, !repair, 0};
+  jm_error err;
+  jm_error_clear(&err);
+  int rc = jm_mirror_open(m, c->root, &opt, &err);
+  if (rc == -ENOENT && !repair) {
+    opt.read_only = 0;
+    jm_error_clear(&err);
+    rc = jm_mirror_open(m, c->root, &opt, &err);
+  }
+  return rc ? cli_fail(&err) : 0;
+}
+
+/* A corrupt database cannot be compared row by row: rebuild or refuse. */
+static int check_integrity(jm_mirror *m, int repair, int threads) {
+  char why[256];
+  if (jm_mirror_check_integrity(m, why, sizeof why))
+    return 0;
+  if (!repair) {
+    cli_err("mirror '%s' is corrupt (%s): repair it with 'jmirror verify "
+            "--repair' or 'jmirror replay --all'",
+            jm_mirror_db_path(m), why);
+    return EXIT_FAIL;
+  }
+  int rc = lock_or_fail(m, "jmirror verify --repair");
+  if (rc == 0) {
+    fprintf(stderr, "jmirror: mirror is corrupt (%s); rebuilding it\n", why);
+    rc = replay_all(m, threads, 0);
+  }
+  return rc;
+}
+
+int cmd_verify(cli *c, int argc, char **argv) {
+  static const opt_spec specs[] = {{"repair", 0}, {"json", 0},
+                                   {"threads", 1}, {"verbose", 0}, {NULL, 0}};
+  opt_result op;
+  int rc = cli_parse(c, argc, argv, specs, &op);
+  if (rc)
+    return rc;
+  unsigned long long threads = 0;
+  if (op.values[2] &&
+      (rc = cli_parse_uint(c, "threads", op.values[2], &threads)) != 0)
+    return rc;
+  for (int i = 0; i < op.n_operands; i++) {
+    jm_error err;
+    if (jm_id_check(op.operands[i], strlen(op.operands[i]), &err) != 0)
+      return cli_fail(&err);
+  }
+  int do_repair = op.values[0] != NULL;
+  vout o = {0};
+  o.json = op.values[1] != NULL;
+  o.verbose = op.values[3] != NULL || op.n_operands > 0;
+  o.items = o.json ? json_array() : NULL;
+  jm_mirror *m;
+  if ((rc = open_for_verify(c, do_repair, &m)) != 0)
+    return rc;
+  jm_verify_summary sum;
+  if ((rc = check_integrity(m, do_repair, (int)threads)) != 0) {
+    jm_mirror_close(m);
+    return rc;
+  }
+  rc = run_verify(m, op.operands, op.n_operands, (int)threads, &o, &sum);
+  if (rc == 0 && do_repair && (o.ndrift || o.nbehind)) {
+    if ((rc = lock_or_fail(m, "jmirror verify --repair")) == 0)
+      rc = repair(m, &o, (int)threads);
+    if (rc == 0) { /* and check again */
+      if (!o.json)
+        print_summary(&sum, "before repair:");
+      free_list(o.drift, o.ndrift);
+      free_list(o.behind, o.nbehind);
+      o.drift = o.behind = NULL;
+      o.ndrift = o.nbehind = o.cap_d = o.cap_b = 0;
+      json_decref(o.items);
+      o.items = o.json ? json_array() : NULL;
+      rc = run_verify(m, op.operands, op.n_operands, (int)threads, &o, &sum);
+    }
+  }
+  jm_mirror_close(m);
+  if (rc == 0) {
+    if (o.json)
+      print_json(json_pack("{s:o,s:I,s:I,s:I,s:I}", "conversations", o.items,
+                           "checked", (json_int_t)sum.checked, "ok",
+                           (json_int_t)sum.ok, "behind",
+                           (json_int_t)sum.behind, "drift",
+                           (json_int_t)sum.drift));
+    else
+      print_summary(&sum, "verified");
+    o.items = NULL;
+    rc = sum.drift ? EXIT_FAIL : EXIT_OK;
+  }
+  json_decref(o.items);
+  free_list(o.drift, o.ndrift);
+  free_list(o.behind, o.nbehind);
+  return rc;
+}
+
+/* errors ----------------------------------------------------------------------- */
+
+int cmd_errors(cli *c, int argc, char **argv) {
+  static const opt_spec specs[] = {{"json", 0}, {NULL, 0}};
+  opt_result o;
+  int rc = cli_parse(c, argc, argv, specs, &o);
+  if (rc)
+    return rc;
+  if (o.n_operands > 1)
+    return cli_usage(c, "at most one conversation id");
+  jm_error err;
+  if (o.n_operands == 1 &&
+      jm_id_check(o.operands[0], strlen(o.operands[0]), &err) != 0)
+    return cli_fail(&err);
+  jm_mirror *m;
+  if ((rc = cli_open_mirror(c, 1, &m)) != 0)
+    return rc;
+  jm_bad_line_iter *it = NULL;
+  jm_error_clear(&err);
+  if (jm_mirror_bad_lines(m, o.n_operands ? o.operands[0] : NULL, &it,
+                          &err) != 0) {
+    jm_mirror_close(m);
+    return cli_fail(&err);
+  }
+  int json = o.values[0] != NULL;
+  jm_bad_line bl;
+  unsigned long long n = 0;
+  while (jm_bad_line_next(it, &bl) == 1) {
+    n++;
+    if (json)
+      print_json(json_pack("{s:s,s:I,s:I,s:s,s:s}", "conversation",
+                           bl.conversation_id, "line", (json_int_t)bl.line,
+                           "offset", (json_int_t)bl.offset, "reason",
+                           bl.reason, "message", bl.message));
+    else
+      printf("%s:%llu (byte %llu): %s: %s\n", bl.conversation_id,
+             (unsigned long long)bl.line, (unsigned long long)bl.offset,
+             bl.reason, bl.message);
+  }
+  jm_bad_line_iter_free(it);
+  jm_mirror_close(m);
+  if (!json && n == 0)
+    fprintf(stderr, "no bad lines recorded\n");
+  return EXIT_OK;
+}
