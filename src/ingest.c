@@ -565,6 +565,14 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
   }
   stat_state(&st, &now);
   res->file_size = now.size;
+  jm__source src;
+  if ((rc = jm__source_get(m, id, &src, err)) != 0 || unchanged(&src, &now)) {
+    /* Nothing new: decided by a stat and a read of one row, no transaction. */
+    res->unchanged = rc == 0;
+    res->offset = src.offset;
+    jm__close(fd);
+    return rc;
+  }
   jm__fold fold;
   jm__fold_init(&fold, NULL, NULL);
   jm__writer w = {m, id, err};

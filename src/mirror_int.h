@@ -78,6 +78,11 @@ int jm__flush(jm__writer *w, jm__fold *f);
 int jm__load_msg(void *ctx, jm__msg *msg);
 int jm__wipe(jm_mirror *m, const char *id, jm_error *err);
 
+/* catchup.c: ingest one conversation to its end, slice by slice. */
+int jm__catch_up_one(jm_mirror *m, const char *id,
+                     const jm_ingest_limits *lim, jm_catchup_stats *st,
+                     jm_error *err);
+
 /* Hashes of a file's first line and of the bytes before an offset. */
 int jm__hash_head(int fd, uint64_t offset, unsigned char out[32]);
 int jm__hash_tail(int fd, uint64_t offset, unsigned char out[32]);

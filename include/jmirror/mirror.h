@@ -21,6 +21,10 @@ extern "C" {
 
 typedef struct jm_mirror jm_mirror;
 
+/* Progress of long work: done of total (bytes, or files when total is 0),
+ * called from the thread doing the work. */
+typedef void (*jm_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
 typedef struct jm_mirror_options {
   const char *db_path; /* NULL: $JMIRROR_MIRROR, else <root>/mirror/mirror.db */
   int read_only;       /* queries only: never creates, migrates or writes */
@@ -98,6 +102,30 @@ int jm_mirror_ingest(jm_mirror *m, const char *conv_id,
 int jm_mirror_replay(jm_mirror *m, const char *conv_id, int threads,
                      jm_ingest_result *res, jm_error *err);
 
+typedef struct jm_catchup_stats {
+  uint64_t files;         /* valid-named files seen */
+  uint64_t unchanged;     /* skipped after a stat */
+  uint64_t ingested;      /* read because they changed */
+  uint64_t replayed;      /* found drifted and replayed */
+  uint64_t removed;       /* conversations whose file is gone */
+  uint64_t ignored_files; /* other names in journal/ */
+  uint64_t events, bad_lines, bytes;
+  double seconds;
+} jm_catchup_stats;
+
+/*
+ * Bring conversations up to date: ingest the files whose stat changed since
+ * the mirror last read them (unchanged files cost one stat), remove
+ * conversations whose file is gone.  ids/n_ids: just these (n_ids 0: every
+ * file and every conversation the mirror has).  -ENOENT if journal/ is
+ * missing (then nothing is removed).  Needs the writer lock.
+ * progress(ctx, files done, 0).
+ */
+int jm_mirror_catch_up(jm_mirror *m, const char *const *ids, size_t n_ids,
+                       const jm_ingest_limits *lim, jm_progress_fn progress,
+                       void *progress_ctx, jm_catchup_stats *st,
+                       jm_error *err);
+
 /* Remove the rows of a conversation whose file is gone. Needs the lock. */
 int jm_mirror_forget(jm_mirror *m, const char *conv_id, jm_error *err);
 
@@ -113,8 +141,6 @@ typedef struct jm_rebuild_stats {
   double seconds;         /* wall time */
 } jm_rebuild_stats;
 
-/* Progress: bytes done of total; called from the writing thread. */
-typedef void (*jm_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 /*
  * Rebuild the whole mirror from journal/ into a fresh database file, then

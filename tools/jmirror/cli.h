@@ -87,6 +87,7 @@ int cmd_append(cli *c, int argc, char **argv);
 int cmd_replay(cli *c, int argc, char **argv);
 int cmd_verify(cli *c, int argc, char **argv);
 int cmd_errors(cli *c, int argc, char **argv);
+int cmd_ingest(cli *c, int argc, char **argv);
 
 extern const command cli_commands[];
 

@@ -330,6 +330,57 @@ int cmd_verify(cli *c, int argc, char **argv) {
   return rc;
 }
 
+/* ingest ----------------------------------------------------------------------- */
+
+int cmd_ingest(cli *c, int argc, char **argv) {
+  static const opt_spec specs[] = {{"json", 0}, {NULL, 0}};
+  opt_result o;
+  int rc = cli_parse(c, argc, argv, specs, &o);
+  if (rc)
+    return rc;
+  jm_error err;
+  for (int i = 0; i < o.n_operands; i++)
+    if (jm_id_check(o.operands[i], strlen(o.operands[i]), &err) != 0)
+      return cli_fail(&err);
+  jm_mirror *m;
+  if ((rc = cli_open_mirror(c, 0, &m)) != 0)
+    return rc;
+  if ((rc = lock_or_fail(m, "jmirror ingest")) != 0) {
+    jm_mirror_close(m);
+    return rc;
+  }
+  jm_catchup_stats st;
+  memset(&st, 0, sizeof st);
+  jm_error_clear(&err);
+  progress p;
+  progress_init(&p, "ingest");
+  rc = jm_mirror_catch_up(m, (const char *const *)o.operands,
+                          (size_t)o.n_operands, NULL, progress_cb, &p, &st,
+                          &err);
+  progress_done(&p);
+  jm_mirror_close(m);
+  if (rc)
+    return cli_fail(&err);
+  if (o.values[0])
+    print_json(json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "files",
+                         (json_int_t)st.files, "unchanged",
+                         (json_int_t)st.unchanged, "ingested",
+                         (json_int_t)st.ingested, "replayed",
+                         (json_int_t)st.replayed, "removed",
+                         (json_int_t)st.removed, "events",
+                         (json_int_t)st.events, "bad_lines",
+                         (json_int_t)st.bad_lines, "ignored_files",
+                         (json_int_t)st.ignored_files, "seconds", st.seconds));
+  else
+    printf("ingested %llu of %llu files (%llu unchanged): %llu events, %llu "
+           "bad lines; %llu replayed, %llu removed\n",
+           (unsigned long long)st.ingested, (unsigned long long)st.files,
+           (unsigned long long)st.unchanged, (unsigned long long)st.events,
+           (unsigned long long)st.bad_lines, (unsigned long long)st.replayed,
+           (unsigned long long)st.removed);
+  return EXIT_OK;
+}
+
 /* errors ----------------------------------------------------------------------- */
 
 int cmd_errors(cli *c, int argc, char **argv) {

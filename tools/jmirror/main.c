@@ -54,6 +54,16 @@ const command cli_commands[] = {
    "Exit: 0 no drift (behind is not drift); 1 drift found and not\n"
    "repaired, or an error; 2 usage.\n",
    cmd_verify, 1},
+  {"ingest", "bring the mirror up to date (without a daemon)",
+   "usage: jmirror ingest [<conversation_id>...] [--json]\n"
+   "\n"
+   "Read what was appended since the mirror last looked: every journal file\n"
+   "whose size or identity changed (unchanged files cost one stat), or just\n"
+   "the given conversations.  Files that no longer match what was ingested\n"
+   "are replayed; conversations whose file is gone lose their rows.  This is\n"
+   "what jmirrord does continuously; use it when no daemon runs.\n"
+   "Exit: 0 done; 1 an error; 2 usage.\n",
+   cmd_ingest, 1},
   {"errors", "list bad lines recorded in the mirror",
    "usage: jmirror errors [<conversation_id>] [--json]\n"
    "\n"

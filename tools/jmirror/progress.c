@@ -34,6 +34,11 @@ void progress_cb(void *ctx, uint64_t done, uint64_t total) {
     return;
   p->last = t;
   p->shown = 1;
+  if (total == 0) { /* a count without a known end */
+    fprintf(stderr, "\r%s %llu ", p->label, (unsigned long long)done);
+    fflush(stderr);
+    return;
+  }
   double frac = total ? (double)done / (double)total : 1.0;
   if (frac > 1)
     frac = 1;

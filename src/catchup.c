@@ -1,0 +1,180 @@
+/*
+ * catchup.c - bring the whole mirror up to date with journal/.
+ *
+ * What the daemon does at start, on SIGHUP and on its long timer, and what
+ * `jmirror ingest` does without a daemon: list journal/, compare each file's
+ * stat with what the mirror recorded (one query loads every source row), and
+ * ingest only the files that changed; an unchanged file costs a stat and
+ * nothing else.  Conversations whose file is gone lose their rows.
+ * Files are ingested in slices (limits) so that one huge file cannot hold a
+ * transaction for long.
+ */
+#include "mirror_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+typedef struct known {
+  char *id;
+  uint64_t size;
+  int64_t dev, ino, mtime_ns;
+  int seen; /* a file exists for it */
+} known;
+
+typedef struct cu {
+  jm_mirror *m;
+  const jm_ingest_limits *lim;
+  jm_catchup_stats *st;
+  jm_error *err;
+  known *k;
+  size_t nk;
+  jm_progress_fn progress;
+  void *progress_ctx;
+  uint64_t nfiles_done;
+} cu;
+
+static int cmp_known(const void *a, const void *b) {
+  return strcmp(((const known *)a)->id, ((const known *)b)->id);
+}
+
+static int load_known(cu *c) {
+  sqlite3_stmt *st;
+  const char *sql =
+      "SELECT c.id, s.file_size, s.file_dev, s.file_ino, s.file_mtime_ns"
+      " FROM conversations c LEFT JOIN sources s ON s.conversation_id = c.id"
+      " ORDER BY c.id";
+  if (sqlite3_prepare_v2(c->m->db, sql, -1, &st, NULL) != SQLITE_OK)
+    return jm__sql_err(c->m, c->err, "cannot read sources");
+  size_t cap = 0;
+  int rc = 0;
+  while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    if (c->nk == cap) {
+      cap = cap ? cap * 2 : 1024;
+      known *k = realloc(c->k, cap * sizeof *k);
+      if (k == NULL) {
+        rc = jm__errf(c->err, -ENOMEM, "out of memory");
+        break;
+      }
+      c->k = k;
+    }
+    known *k = &c->k[c->nk];
+    k->id = jm__strdup((const char *)sqlite3_column_text(st, 0));
+    if (k->id == NULL) {
+      rc = jm__errf(c->err, -ENOMEM, "out of memory");
+      break;
+    }
+    k->size = (uint64_t)sqlite3_column_int64(st, 1);
+    k->dev = sqlite3_column_int64(st, 2);
+    k->ino = sqlite3_column_int64(st, 3);
+    k->mtime_ns = sqlite3_column_int64(st, 4);
+    k->seen = 0;
+    c->nk++;
+  }
+  sqlite3_finalize(st);
+  if (rc == 0 && c->nk > 1)
+    qsort(c->k, c->nk, sizeof *c->k, cmp_known); /* C collation, as ids */
+  return rc;
+}
+
+static int same_stat(const known *k, const struct stat *st) {
+#ifdef __APPLE__
+  int64_t mt = (int64_t)st->st_mtimespec.tv_sec * 1000000000 +
+               st->st_mtimespec.tv_nsec;
+#else
+  int64_t mt = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+#endif
+  return k->size == (uint64_t)st->st_size && k->dev == (int64_t)st->st_dev &&
+         k->ino == (int64_t)st->st_ino && k->mtime_ns == mt;
+}
+
+int jm__catch_up_one(jm_mirror *m, const char *id,
+                     const jm_ingest_limits *lim, jm_catchup_stats *st,
+                     jm_error *err) {
+  jm_ingest_result r;
+  do {
+    int rc = jm_mirror_ingest(m, id, lim, &r, err);
+    if (rc)
+      return rc;
+    st->events += r.events;
+    st->bad_lines += r.bad_lines;
+    st->bytes += r.bytes;
+    st->replayed += r.replayed;
+    st->removed += r.removed;
+  } while (r.more);
+  if (r.unchanged)
+    st->unchanged++;
+  else if (!r.removed)
+    st->ingested++;
+  return 0;
+}
+
+static int visit(void *ctx, const char *id) {
+  cu *c = ctx;
+  known key = {(char *)id, 0, 0, 0, 0, 0};
+  known *k = c->nk ? bsearch(&key, c->k, c->nk, sizeof *c->k, cmp_known)
+                   : NULL;
+  c->st->files++;
+  if (c->progress)
+    c->progress(c->progress_ctx, ++c->nfiles_done, 0);
+  if (k != NULL) {
+    k->seen = 1;
+    char *path = jm_journal_path(c->m->root, id);
+    struct stat sb;
+    int same = path && lstat(path, &sb) == 0 && same_stat(k, &sb);
+    free(path);
+    if (same) {
+      c->st->unchanged++;
+      return 0;
+    }
+  }
+  return jm__catch_up_one(c->m, id, c->lim, c->st, c->err);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int jm_mirror_catch_up(jm_mirror *m, const char *const *ids, size_t n_ids,
+                       const jm_ingest_limits *lim, jm_progress_fn progress,
+                       void *progress_ctx, jm_catchup_stats *st,
+                       jm_error *err) {
+  jm_catchup_stats tmp;
+  if (st == NULL)
+    st = &tmp;
+  memset(st, 0, sizeof *st);
+  if (!jm_mirror_locked(m))
+    return jm__errf(err, JM_EUSAGE, "catch-up needs the mirror's writer lock");
+  double t0 = now_s();
+  if (n_ids > 0) {
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n_ids; i++) {
+      st->files++;
+      rc = jm__catch_up_one(m, ids[i], lim, st, err);
+      if (progress)
+        progress(progress_ctx, i + 1, 0);
+    }
+    st->seconds = now_s() - t0;
+    return rc;
+  }
+  cu c = {m, lim, st, err, NULL, 0, progress, progress_ctx, 0};
+  int rc = load_known(&c);
+  if (rc == 0)
+    rc = jm_journal_scan(m->root, visit, &c, &st->ignored_files, err);
+  /* Rows whose file is gone.  Not when journal/ itself is missing: that
+   * is an unmounted disk or a restore in progress, not a deletion. */
+  for (size_t i = 0; rc == 0 && i < c.nk; i++)
+    if (!c.k[i].seen) {
+      rc = jm_mirror_forget(m, c.k[i].id, err);
+      st->removed += rc == 0;
+    }
+  for (size_t i = 0; i < c.nk; i++)
+    free(c.k[i].id);
+  free(c.k);
+  st->seconds = now_s() - t0;
+  return rc;
+}
