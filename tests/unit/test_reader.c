@@ -62,11 +62,22 @@ static void rec_from(rec *r, int st, const jm_read *rd) {
   }
 }
 
+/* When set (read_cuts), every byte fed is either consumed, up to the
+ * offset just past the last LF handed out, or pending: offset + pending is
+ * the number of bytes fed, after every call. */
+static int g_check_fed;
+static uint64_t g_fed;
+
 /* Drain the reader into rs until NEED_MORE. */
 static void drain(jm_reader *r, recs *rs) {
   jm_read rd;
   int st;
-  while ((st = jm_reader_next(r, &rd)) != JM_READ_NEED_MORE) {
+  for (;;) {
+    st = jm_reader_next(r, &rd);
+    if (g_check_fed)
+      ASSERT_EQ(jm_reader_offset(r) + jm_reader_pending(r), g_fed);
+    if (st == JM_READ_NEED_MORE)
+      break;
     ASSERT(st == JM_READ_EVENT || st == JM_READ_BAD || st == JM_READ_LINE);
     if (st == JM_READ_EVENT)
       ASSERT(rd.event.root != NULL);
@@ -78,6 +89,7 @@ static void drain(jm_reader *r, recs *rs) {
 
 /* Feed a private copy of buf[0..n), drain, then scribble and free it. */
 static void feed_chunk(jm_reader *r, const char *buf, size_t n, recs *rs) {
+  g_fed += n;
   char *copy = malloc(n ? n : 1);
   memcpy(copy, buf, n);
   jm_reader_feed(r, copy, n);
@@ -90,11 +102,14 @@ static void feed_chunk(jm_reader *r, const char *buf, size_t n, recs *rs) {
 static void read_cuts(jm_reader *r, const char *data, size_t len,
                       const size_t *cuts, size_t ncuts, recs *rs) {
   size_t at = 0;
+  g_check_fed = 1;
+  g_fed = jm_reader_offset(r) + jm_reader_pending(r);
   for (size_t i = 0; i <= ncuts; i++) {
     size_t to = i < ncuts ? cuts[i] : len;
     feed_chunk(r, data + at, to - at, rs);
     at = to;
   }
+  g_check_fed = 0;
 }
 
 static void assert_recs_eq(const recs *want, const recs *got,
