@@ -6,6 +6,8 @@ json module, so the CLI is held to what any other reader of the format sees.
 import json
 import os
 import re
+import resource
+import signal
 import subprocess
 import sys
 
@@ -272,6 +274,52 @@ def test_root_with_spaces_and_unicode(tmp):
     r = run_cli("append", "c2", msg("m3", "z"), root=root)
     assert r.code == 1, r
     assert jfile(root, "c2") in one_line(r.err), r
+
+
+# --------------------------------------------------------------------------
+# A real write failure: RLIMIT_FSIZE makes the write that crosses the limit
+# short and the next one fail with EFBIG, with no fault injection at all.
+
+def small_fsize_limit(limit):
+    def pre():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return pre
+
+
+def run_limited(limit, root, *args, stdin=b""):
+    p = subprocess.run([JMIRROR, "--root", root] + list(args), input=stdin,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       preexec_fn=small_fsize_limit(limit), timeout=120)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_write_failure_mid_import(tmp):
+    data = "".join(msg("m%d" % i, "x" * 150) + "\n" for i in range(100))
+    code, out, err = run_limited(5000, tmp, "append", "c1", "-", "--sync", "always",
+                                 stdin=data.encode())
+    assert code == 1, (code, out, err)
+    path = jfile(tmp, "c1")
+    assert path in one_line(err) and "too large" in err, err
+    m = re.match(r"^appended (\d+) events to 'c1'\n$", out)
+    assert m, out
+    n = int(m.group(1))
+    assert 0 < n < 100
+    # The import stopped at the failure; the half-written line was undone.
+    evs = events(path)
+    assert [e["id"] for e in evs] == ["m%d" % i for i in range(n)], evs
+    size = os.path.getsize(path)
+    assert size <= 5000
+    # A single event that does not fit fails the same way, file untouched.
+    before = open(path, "rb").read()
+    code, out, err = run_limited(size + 20, tmp, "append", "c1", msg("big", "y" * 100))
+    assert code == 1 and path in one_line(err), (code, out, err)
+    assert open(path, "rb").read() == before
+    # Without the limit the rest goes in, right after the last good line.
+    rest = "".join(msg("m%d" % i, "x" * 150) + "\n" for i in range(n, 100))
+    r = run_cli("append", "c1", "-", root=tmp, stdin=rest)
+    assert r.code == 0, r
+    assert [e["id"] for e in events(path)] == ["m%d" % i for i in range(100)]
 
 
 # --------------------------------------------------------------------------
