@@ -1178,12 +1178,14 @@ static void test_symlink_swapped_in_after_open(void) {
 static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t rec_cv = PTHREAD_COND_INITIALIZER;
 static struct {
+  double called;  /* when the writer called fsync */
   double done;    /* when fsync returned */
-  long long size; /* file size when it was called: what it covers */
+  long long size; /* file size when it was called: what it surely covers */
 } sync_recs[MAX_SYNC_RECS];
 static int n_sync_recs, n_dir_syncs;
 
 static int recording_fsync(int fd) {
+  double called = now_s();
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     pthread_mutex_lock(&rec_mu);
@@ -1192,10 +1194,11 @@ static int recording_fsync(int fd) {
     return fsync(fd);
   }
   int rc = fsync(fd);
-  double t = now_s();
+  double done = now_s();
   pthread_mutex_lock(&rec_mu);
   if (n_sync_recs < MAX_SYNC_RECS) {
-    sync_recs[n_sync_recs].done = t;
+    sync_recs[n_sync_recs].called = called;
+    sync_recs[n_sync_recs].done = done;
     sync_recs[n_sync_recs].size = (long long)st.st_size;
   }
   n_sync_recs++;
@@ -1204,13 +1207,14 @@ static int recording_fsync(int fd) {
   return rc;
 }
 
-/* When the first fsync covering `end` bytes returned; -1 if none yet.
- * Called with rec_mu held. */
-static double covered_at(long long end) {
-  double best = -1;
+/* The first fsync that covers `end` bytes; -1 if none yet.  Called with
+ * rec_mu held. */
+static int covering_sync(long long end) {
+  int best = -1;
   for (int i = 0; i < n_sync_recs && i < MAX_SYNC_RECS; i++)
-    if (sync_recs[i].size >= end && (best < 0 || sync_recs[i].done < best))
-      best = sync_recs[i].done;
+    if (sync_recs[i].size >= end &&
+        (best < 0 || sync_recs[i].called < sync_recs[best].called))
+      best = i;
   return best;
 }
 
@@ -1240,31 +1244,38 @@ static void test_batch_group_commit(void) {
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += 5;
-  while (covered_at(ends[N - 1]) < 0)
+  while (covering_sync(ends[N - 1]) < 0)
     if (pthread_cond_timedwait(&rec_cv, &rec_mu, &until) == ETIMEDOUT)
       break;
-  double worst = 0, sum = 0;
+  /* Latency of an append: from its return to the writer's fsync call that
+   * covers it (what the code controls), and to that fsync's return (what
+   * the disk adds). */
+  double worst = 0, worst_done = 0, sum = 0;
   int worst_i = -1;
   for (int i = 0; i < N; i++) {
-    double c = covered_at(ends[i]);
-    if (c < 0)
+    int k = covering_sync(ends[i]);
+    if (k < 0)
       test_fail(__FILE__, __LINE__, "append %d never synced", i);
-    double lat = c - ret_at[i];
+    double lat = sync_recs[k].called - ret_at[i];
+    double lat_done = sync_recs[k].done - ret_at[i];
     sum += lat > 0 ? lat : 0;
     if (lat > worst) {
       worst = lat;
       worst_i = i;
     }
+    if (lat_done > worst_done)
+      worst_done = lat_done;
   }
   int file_syncs = n_sync_recs;
   pthread_mutex_unlock(&rec_mu);
   jm_journal_stats st;
   jm_journal_get_stats(j, &st);
   fprintf(stderr,
-          "# %d batch appends over %.2f s: %llu syncs (seam saw %d), "
-          "latency mean %.1f ms, worst %.1f ms (append %d)\n",
+          "# %d batch appends over %.2f s: %llu syncs (seam saw %d); append "
+          "to fsync call: mean %.1f ms, worst %.1f ms (append %d); to fsync "
+          "return: worst %.1f ms\n",
           N, t1 - t0, (unsigned long long)st.syncs, file_syncs,
-          sum / N * 1000, worst * 1000, worst_i);
+          sum / N * 1000, worst * 1000, worst_i, worst_done * 1000);
   ASSERT_EQ(st.appends, N);
   ASSERT_EQ(st.syncs, (uint64_t)file_syncs); /* every sync counted */
   ASSERT(st.syncs >= 1);
@@ -1272,9 +1283,11 @@ static void test_batch_group_commit(void) {
    * window of the elapsed time (plus the first and the one in flight). */
   ASSERT(st.syncs <= N / 10);
   ASSERT(st.syncs <= (uint64_t)((t1 - t0) / 0.100) + 3);
-  /* The window is 100 ms, so an append is on disk within ~100 ms plus one
-   * fsync.  The promise checked is 250 ms; the extra 100 ms is slack for a
-   * loaded 2-core CI box where the syncer thread may wait for a CPU. */
+  /* The window is 100 ms, so the covering fsync is called ~100 ms after an
+   * append at worst.  The promise checked is 250 ms; the extra 100 ms is
+   * slack for a loaded 2-core CI box where the syncer thread may wait for a
+   * CPU (or for an earlier fsync, which the disk may make slow: that part
+   * is reported above but not asserted). */
   ASSERT(worst < 0.250 + 0.100);
   jclose(j);
   pthread_mutex_lock(&rec_mu);
