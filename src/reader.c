@@ -8,7 +8,8 @@
  *    count too;
  *  - bytes after the last LF are a pending tail, never a line: a writer may
  *    still be appending them;
- *  - a blank line (only spaces, tabs, CR) is skipped silently;
+ *  - a blank line (only spaces, tabs, CR) is skipped silently, whatever its
+ *    length (an overlong one too: it is blank, not bad);
  *  - a line whose content exceeds the maximum is reported too_long without
  *    being buffered: once a partial line grows past the maximum the reader
  *    stops keeping its bytes and only looks for its LF, so memory stays
@@ -36,6 +37,7 @@ struct jm_reader {
   size_t chunk_pos;
   jm__buf carry;      /* start of a line that began in an earlier chunk */
   int overlong;       /* carry exceeded the maximum: discarding to LF */
+  int blank;          /* overlong: every byte discarded so far was blank */
   int raw;            /* frame only: hand out lines unparsed */
   uint64_t stop_at;   /* never start a line at or past this offset */
   uint64_t carry_len; /* bytes of the current partial line seen so far */
@@ -104,11 +106,14 @@ static int stash_tail(jm_reader *r) {
   const char *p = r->chunk + r->chunk_pos;
   r->chunk_pos = r->chunk_len;
   r->carry_len += n;
-  if (r->overlong)
+  if (r->overlong) {
+    r->blank = r->blank && is_blank(p, n);
     return 0;
+  }
   /* +1: a line of exactly max bytes may still be followed by a CR. */
   if (r->carry_len > (uint64_t)r->max_line + 1) {
     r->overlong = 1;
+    r->blank = is_blank(r->carry.p, r->carry.len) && is_blank(p, n);
     jm__buf_release(&r->carry);
     return 0;
   }
@@ -166,11 +171,13 @@ int jm_reader_next(jm_reader *r, jm_read *out) {
     const char *p = start;
     size_t n = seg;
     int overlong = r->overlong;
+    int blank = r->blank; /* of the bytes an overlong line discarded */
     uint64_t total = r->carry_len + seg; /* content bytes incl. CR */
     if (r->carry_len > 0 && !overlong) {
-      if (total > (uint64_t)r->max_line + 1)
+      if (total > (uint64_t)r->max_line + 1) {
         overlong = 1;
-      else if (jm__buf_append(&r->carry, start, seg) != 0)
+        blank = is_blank(r->carry.p, r->carry.len);
+      } else if (jm__buf_append(&r->carry, start, seg) != 0)
         return -ENOMEM;
       p = r->carry.p;
       n = r->carry.len;
@@ -182,9 +189,11 @@ int jm_reader_next(jm_reader *r, jm_read *out) {
     r->carry.len = 0;
     r->carry_len = 0;
     r->overlong = 0;
-    if (!overlong && total > (uint64_t)r->max_line + 1)
+    if (!overlong && total > (uint64_t)r->max_line + 1) {
       overlong = 1;
-    if (!overlong && is_blank(p, n))
+      blank = 1;
+    }
+    if (overlong ? blank && is_blank(start, seg) : is_blank(p, n))
       continue;
     return classify(r, p, n, overlong, out);
   }

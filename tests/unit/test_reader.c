@@ -160,13 +160,17 @@ static const char sample[] =
     "\"ts\":\"2026-01-02T03:04:05Z\"}\n"
     "\r"                                         /* 13 lone CR, then: */
     "\n"
+    " \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t"
+    " \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t \t"
+    "\r\r\n"                                    /* 14 blank, 82 bytes */
     "{\"type\":\"message\",\"id\":\"m3\""; /* pending tail, no LF */
 
 #define SAMPLE_LEN (sizeof sample - 1)
-#define SAMPLE_LINES 13
+#define SAMPLE_LINES 14
 
-/* Frame the whole buffer naively: split on LF, drop one CR, skip blanks,
- * too_long by length, classify the rest with jm_event_parse (or LINE). */
+/* Frame the whole buffer naively: split on LF, drop one CR, skip blanks
+ * (of any length: format section 2 skips every line of only spaces, tabs and
+ * CR), too_long by length, classify the rest with jm_event_parse (or LINE). */
 static void oracle(const char *data, size_t len, size_t max_line, int raw,
                    uint64_t first_line, uint64_t base, recs *rs) {
   uint64_t line = first_line;
@@ -188,12 +192,12 @@ static void oracle(const char *data, size_t len, size_t max_line, int raw,
     for (size_t i = 0; i < n; i++)
       if (data[at + i] != ' ' && data[at + i] != '\t' && data[at + i] != '\r')
         blank = 0;
-    if (n > max_line) {
-      x.status = JM_READ_BAD;
-      x.reason = JM_BAD_TOO_LONG;
-    } else if (blank) {
+    if (blank) { /* blank whatever its length: not a bad line */
       at += seg + 1;
       continue;
+    } else if (n > max_line) {
+      x.status = JM_READ_BAD;
+      x.reason = JM_BAD_TOO_LONG;
     } else {
       x.raw = malloc(n + 1);
       memcpy(x.raw, data + at, n);
@@ -589,6 +593,46 @@ static void test_too_long_many_chunks(void) {
   free(buf);
 }
 
+/* A blank line longer than the maximum is still blank: skipped and
+ * counted, not too_long; whether it lies in one chunk or spans many. */
+static void test_long_blank_line(void) {
+  const size_t big = 1 << 20, chunk = 4096;
+  const char *next = "x\n";
+  char *data = malloc(big + 8);
+  for (size_t i = 0; i < big; i++)
+    data[i] = " \t\r"[i % 3];
+  memcpy(data + big, "\n", 1);
+  memcpy(data + big + 1, next, 2);
+  size_t len = big + 3;
+  for (int whole = 0; whole <= 1; whole++) {
+    jm_reader *r = new_reader(100, 1);
+    recs got = {0};
+    for (size_t at = 0; at < len; at += whole ? len : chunk)
+      feed_chunk(r, data + at, whole || at + chunk > len ? len - at : chunk,
+                 &got);
+    ASSERT_EQ(got.n, 1);
+    ASSERT_EQ(got.v[0].status, JM_READ_LINE);
+    ASSERT_EQ(got.v[0].line, 2);
+    ASSERT_EQ(got.v[0].offset, big + 1);
+    ASSERT_MEM_EQ(got.v[0].raw, got.v[0].raw_len, "x", 1);
+    recs_free(&got);
+    jm_reader_free(r);
+  }
+  /* One non-blank byte anywhere makes it too_long again. */
+  data[big / 2] = 'y';
+  jm_reader *r = new_reader(100, 1);
+  recs got = {0};
+  for (size_t at = 0; at < len; at += chunk)
+    feed_chunk(r, data + at, at + chunk > len ? len - at : chunk, &got);
+  ASSERT_EQ(got.n, 2);
+  ASSERT_EQ(got.v[0].status, JM_READ_BAD);
+  ASSERT_EQ(got.v[0].reason, JM_BAD_TOO_LONG);
+  ASSERT_EQ(got.v[1].line, 2);
+  recs_free(&got);
+  jm_reader_free(r);
+  free(data);
+}
+
 /* An overlong partial line is pending, never a line. */
 static void test_too_long_pending(void) {
   jm_reader *r = new_reader(10, 0);
@@ -759,6 +803,7 @@ static const test_case cases[] = {
     TEST_CASE(test_too_long_one_chunk),
     TEST_CASE_T(test_too_long_many_chunks, 300),
     TEST_CASE(test_too_long_pending),
+    TEST_CASE(test_long_blank_line),
     TEST_CASE(test_seek_resumes),
     TEST_CASE(test_seek_clears_overlong),
     TEST_CASE(test_raw_mode),
