@@ -1,11 +1,16 @@
 /*
- * badline.c - reading back the bad lines the mirror recorded
- * (`jmirror errors`).  Rows come out in (conversation, line) order.
+ * badline.c - reading facts back out of the mirror for the tools: the bad
+ * lines it recorded (`jmirror errors`, in (conversation, line) order) and a
+ * status summary for when no daemon runs (`jmirror status`).
  */
 #include "mirror_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "migrate.h"
 
 struct jm_bad_line_iter {
   jm_mirror *m;
@@ -53,4 +58,66 @@ void jm_bad_line_iter_free(jm_bad_line_iter *it) {
     return;
   sqlite3_finalize(it->st);
   free(it);
+}
+
+/* Status without a daemon ---------------------------------------------------- */
+
+typedef struct behind_ctx {
+  jm_mirror *m;
+  sqlite3_stmt *st;
+  jm_mirror_status *out;
+} behind_ctx;
+
+static int add_behind(void *ctx, const char *id) {
+  behind_ctx *b = ctx;
+  char *path = jm_journal_path(b->m->root, id);
+  struct stat sb;
+  int have = path && lstat(path, &sb) == 0;
+  free(path);
+  b->out->files++;
+  if (!have)
+    return 0;
+  sqlite3_reset(b->st);
+  sqlite3_bind_text(b->st, 1, id, -1, SQLITE_STATIC);
+  uint64_t off = 0;
+  if (sqlite3_step(b->st) == SQLITE_ROW)
+    off = (uint64_t)sqlite3_column_int64(b->st, 0);
+  if ((uint64_t)sb.st_size > off)
+    b->out->bytes_behind += (uint64_t)sb.st_size - off;
+  return 0;
+}
+
+int jm_mirror_status_read(jm_mirror *m, jm_mirror_status *out,
+                          jm_error *err) {
+  memset(out, 0, sizeof *out);
+  sqlite3_stmt *st;
+  const char *sql =
+      "SELECT count(*), coalesce(sum(message_count), 0),"
+      " coalesce(sum(bad_lines), 0),"
+      " (SELECT count(*) FROM conversations WHERE deleted_at IS NOT NULL)"
+      " FROM conversations";
+  if (sqlite3_prepare_v2(m->db, sql, -1, &st, NULL) != SQLITE_OK)
+    return jm__sql_err(m, err, "cannot read status");
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    out->conversations = (uint64_t)sqlite3_column_int64(st, 0);
+    out->messages = (uint64_t)sqlite3_column_int64(st, 1);
+    out->bad_lines = (uint64_t)sqlite3_column_int64(st, 2);
+    out->deleted_conversations = (uint64_t)sqlite3_column_int64(st, 3);
+  }
+  sqlite3_finalize(st);
+  behind_ctx b = {m, NULL, out};
+  if (sqlite3_prepare_v2(m->db,
+                         "SELECT byte_offset FROM sources WHERE "
+                         "conversation_id = ?1",
+                         -1, &b.st, NULL) != SQLITE_OK)
+    return jm__sql_err(m, err, "cannot read status");
+  int rc = jm_journal_scan(m->root, add_behind, &b, &out->ignored_files, err);
+  sqlite3_finalize(b.st);
+  if (rc == -ENOENT) {
+    out->journal_missing = 1;
+    jm_error_clear(err);
+    rc = 0;
+  }
+  out->schema_version = jm__schema_version(m->db);
+  return rc;
 }

@@ -19,6 +19,7 @@
 
 typedef struct known {
   char *id;
+  uint64_t offset; /* ingested */
   uint64_t size;
   int64_t dev, ino, mtime_ns;
   int seen; /* a file exists for it */
@@ -34,6 +35,9 @@ typedef struct cu {
   jm_progress_fn progress;
   void *progress_ctx;
   uint64_t nfiles_done;
+  int (*on_file)(void *ctx, const jm_file_status *f); /* jm_mirror_changed */
+  void (*on_removed)(void *ctx, const char *id);
+  void *on_ctx;
 } cu;
 
 static int cmp_known(const void *a, const void *b) {
@@ -43,7 +47,8 @@ static int cmp_known(const void *a, const void *b) {
 static int load_known(cu *c) {
   sqlite3_stmt *st;
   const char *sql =
-      "SELECT c.id, s.file_size, s.file_dev, s.file_ino, s.file_mtime_ns"
+      "SELECT c.id, s.file_size, s.file_dev, s.file_ino, s.file_mtime_ns,"
+      " s.byte_offset"
       " FROM conversations c LEFT JOIN sources s ON s.conversation_id = c.id"
       " ORDER BY c.id";
   if (sqlite3_prepare_v2(c->m->db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -70,6 +75,7 @@ static int load_known(cu *c) {
     k->dev = sqlite3_column_int64(st, 2);
     k->ino = sqlite3_column_int64(st, 3);
     k->mtime_ns = sqlite3_column_int64(st, 4);
+    k->offset = (uint64_t)sqlite3_column_int64(st, 5);
     k->seen = 0;
     c->nk++;
   }
@@ -111,26 +117,66 @@ int jm__catch_up_one(jm_mirror *m, const char *id,
   return 0;
 }
 
-static int visit(void *ctx, const char *id) {
-  cu *c = ctx;
-  known key = {(char *)id, 0, 0, 0, 0, 0};
+/* Does the file of `id` need reading?  Marks the known entry as seen and
+ * fills *fs. */
+static int changed(cu *c, const char *id, jm_file_status *fs) {
+  known key = {(char *)id, 0, 0, 0, 0, 0, 0};
   known *k = c->nk ? bsearch(&key, c->k, c->nk, sizeof *c->k, cmp_known)
                    : NULL;
   c->st->files++;
   if (c->progress)
     c->progress(c->progress_ctx, ++c->nfiles_done, 0);
+  memset(fs, 0, sizeof *fs);
+  fs->id = id;
+  char *path = jm_journal_path(c->m->root, id);
+  struct stat sb;
+  int have = path && lstat(path, &sb) == 0;
+  free(path);
+  fs->size = have ? (uint64_t)sb.st_size : 0;
   if (k != NULL) {
     k->seen = 1;
-    char *path = jm_journal_path(c->m->root, id);
-    struct stat sb;
-    int same = path && lstat(path, &sb) == 0 && same_stat(k, &sb);
-    free(path);
-    if (same) {
-      c->st->unchanged++;
-      return 0;
-    }
+    fs->offset = k->offset;
   }
-  return jm__catch_up_one(c->m, id, c->lim, c->st, c->err);
+  fs->changed = !(k != NULL && have && same_stat(k, &sb));
+  if (!fs->changed)
+    c->st->unchanged++;
+  return fs->changed;
+}
+
+static int visit_ingest(void *ctx, const char *id) {
+  cu *c = ctx;
+  jm_file_status fs;
+  return changed(c, id, &fs)
+             ? jm__catch_up_one(c->m, id, c->lim, c->st, c->err)
+             : 0;
+}
+
+static int visit_list(void *ctx, const char *id) {
+  cu *c = ctx;
+  jm_file_status fs;
+  changed(c, id, &fs);
+  return c->on_file(c->on_ctx, &fs);
+}
+
+/* Rows whose file is gone: remove them.  Not when journal/ itself is
+ * missing (the scan failed first): that is an unmounted disk or a restore
+ * in progress, not a deletion. */
+static int forget_unseen(cu *c) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < c->nk; i++)
+    if (!c->k[i].seen) {
+      rc = jm_mirror_forget(c->m, c->k[i].id, c->err);
+      c->st->removed += rc == 0;
+      if (rc == 0 && c->on_removed)
+        c->on_removed(c->on_ctx, c->k[i].id);
+    }
+  return rc;
+}
+
+static void cu_free(cu *c) {
+  for (size_t i = 0; i < c->nk; i++)
+    free(c->k[i].id);
+  free(c->k);
 }
 
 static double now_s(void) {
@@ -161,20 +207,37 @@ int jm_mirror_catch_up(jm_mirror *m, const char *const *ids, size_t n_ids,
     st->seconds = now_s() - t0;
     return rc;
   }
-  cu c = {m, lim, st, err, NULL, 0, progress, progress_ctx, 0};
+  cu c = {m, lim, st, err, NULL, 0, progress, progress_ctx, 0,
+          NULL, NULL, NULL};
   int rc = load_known(&c);
   if (rc == 0)
-    rc = jm_journal_scan(m->root, visit, &c, &st->ignored_files, err);
-  /* Rows whose file is gone.  Not when journal/ itself is missing: that
-   * is an unmounted disk or a restore in progress, not a deletion. */
-  for (size_t i = 0; rc == 0 && i < c.nk; i++)
-    if (!c.k[i].seen) {
-      rc = jm_mirror_forget(m, c.k[i].id, err);
-      st->removed += rc == 0;
-    }
-  for (size_t i = 0; i < c.nk; i++)
-    free(c.k[i].id);
-  free(c.k);
+    rc = jm_journal_scan(m->root, visit_ingest, &c, &st->ignored_files, err);
+  if (rc == 0)
+    rc = forget_unseen(&c);
+  cu_free(&c);
+  st->seconds = now_s() - t0;
+  return rc;
+}
+
+int jm_mirror_changed(jm_mirror *m,
+                      int (*on_file)(void *ctx, const jm_file_status *f),
+                      void (*on_removed)(void *ctx, const char *id),
+                      void *ctx, jm_catchup_stats *st, jm_error *err) {
+  jm_catchup_stats tmp;
+  if (st == NULL)
+    st = &tmp;
+  memset(st, 0, sizeof *st);
+  if (!jm_mirror_locked(m))
+    return jm__errf(err, JM_EUSAGE, "reconcile needs the mirror's writer lock");
+  double t0 = now_s();
+  cu c = {m, NULL, st, err, NULL, 0, NULL, NULL, 0,
+          on_file, on_removed, ctx};
+  int rc = load_known(&c);
+  if (rc == 0)
+    rc = jm_journal_scan(m->root, visit_list, &c, &st->ignored_files, err);
+  if (rc == 0)
+    rc = forget_unseen(&c);
+  cu_free(&c);
   st->seconds = now_s() - t0;
   return rc;
 }

@@ -446,6 +446,10 @@ static int read_lines(slice *s, jm_reader *r, uint64_t end) {
   uint64_t start = jm_reader_offset(r), pos = start;
   int rc = 0, stop = 0;
   while (rc == 0 && !stop && pos < end) {
+    if (jm__canceled(s->m)) {
+      rc = jm__errf(s->err, JM_ECANCELED, "ingest of '%s' canceled", s->id);
+      break;
+    }
     size_t want = end - pos < READ_CHUNK ? (size_t)(end - pos) : READ_CHUNK;
     ssize_t n = jm__pread_full(s->fd, buf, want, (off_t)pos);
     if (n <= 0) {

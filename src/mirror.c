@@ -90,6 +90,9 @@ static const char *const stmt_sql[JM__S_COUNT] = {
 
 int jm__sql_err(jm_mirror *m, jm_error *err, const char *what) {
   int ec = sqlite3_extended_errcode(m->db);
+  if ((ec & 0xff) == SQLITE_INTERRUPT)
+    return jm__errf(err, JM_ECANCELED, "mirror '%s': %s: interrupted",
+                    m->db_path, what);
   if ((ec & 0xff) == SQLITE_FULL)
     return jm__errf(err, -ENOSPC, "mirror '%s': %s: %s", m->db_path, what,
                     sqlite3_errmsg(m->db));
@@ -142,7 +145,7 @@ const char *jm_mirror_root(const jm_mirror *m) { return m->root; }
 
 /* The mirror directory ---------------------------------------------------------- */
 
-static const char cachedir_tag[] =
+static const char cachedir_tag_text[] =
   "Signature: 8a477f597d28d172789f06886806bc55\n"
   "# This file is a cache directory tag created by jmirror.\n"
   "# Everything here is derived from ../journal and is rebuilt with\n"
@@ -156,8 +159,8 @@ int jm__mirror_dir_mark(const char *dir) {
   struct stat st;
   int rc = 0;
   if (stat(tag, &st) != 0)
-    rc = jm__write_file_atomic(tag, cachedir_tag, sizeof cachedir_tag - 1,
-                               0600, NULL);
+    rc = jm__write_file_atomic(tag, cachedir_tag_text,
+                               sizeof cachedir_tag_text - 1, 0600, NULL);
   free(tag);
 #ifdef __APPLE__
   /* What `tmutil addexclusion` writes: a sticky exclusion that follows the
@@ -170,6 +173,34 @@ int jm__mirror_dir_mark(const char *dir) {
            sizeof val - 1, 0, 0);
 #endif
   return rc;
+}
+
+void jm_mirror_exclusion(const char *db_path, int *cachedir_tag,
+                         int *tm_excluded) {
+  *cachedir_tag = *tm_excluded = 0;
+  char *dir = jm__strdup(db_path);
+  char *slash = dir ? strrchr(dir, '/') : NULL;
+  if (slash == NULL) {
+    free(dir);
+    return;
+  }
+  *slash = '\0';
+  char *tag = jm__path_join(dir, "CACHEDIR.TAG");
+  char head[44] = {0};
+  int fd = tag ? jm__open(tag, O_RDONLY, 0) : -1;
+  if (fd >= 0) {
+    *cachedir_tag = jm__pread_full(fd, head, 43, 0) == 43 &&
+                    memcmp(head, cachedir_tag_text, 43) == 0;
+    jm__close(fd);
+  }
+  free(tag);
+#ifdef __APPLE__
+  *tm_excluded = getxattr(dir, "com.apple.metadata:com_apple_backup_excludeItem",
+                          NULL, 0, 0, 0) > 0;
+#else
+  *tm_excluded = -1; /* no Time Machine here */
+#endif
+  free(dir);
 }
 
 static int prepare_dir(jm_mirror *m, jm_error *err) {
@@ -235,6 +266,7 @@ int jm_mirror_open(jm_mirror **out, const char *root,
   if (m == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
   m->lock_fd = -1;
+  pthread_mutex_init(&m->aux_mu, NULL);
   m->read_only = opt ? opt->read_only : 0;
   m->max_line = opt && opt->max_line ? opt->max_line : JM_MAX_LINE_DEFAULT;
   m->root = jm__strdup(root);
@@ -304,11 +336,30 @@ void jm_mirror_close(jm_mirror *m) {
   if (m->db)
     sqlite3_close(m->db);
   jm_mirror_unlock(m);
+  pthread_mutex_destroy(&m->aux_mu);
   free(m->root);
   free(m->journal_dir);
   free(m->db_path);
   free(m->lock_path);
   free(m);
+}
+
+/* Interrupting long work ----------------------------------------------------------- */
+
+void jm__set_aux(jm_mirror *m, sqlite3 *db) {
+  pthread_mutex_lock(&m->aux_mu);
+  m->aux_db = db;
+  pthread_mutex_unlock(&m->aux_mu);
+}
+
+void jm_mirror_interrupt(jm_mirror *m) {
+  atomic_store(&m->cancel, 1);
+  if (m->db)
+    sqlite3_interrupt(m->db);
+  pthread_mutex_lock(&m->aux_mu);
+  if (m->aux_db)
+    sqlite3_interrupt(m->aux_db);
+  pthread_mutex_unlock(&m->aux_mu);
 }
 
 /* The writer lock ---------------------------------------------------------------- */

@@ -5,7 +5,9 @@
 #ifndef JMIRROR_MIRROR_INT_H
 #define JMIRROR_MIRROR_INT_H
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "fold.h"
 #include "internal.h"
@@ -37,7 +39,16 @@ struct jm_mirror {
   size_t max_line;
   int lock_fd;        /* open while the writer lock is held, else -1 */
   sqlite3_stmt *stmt[JM__S_COUNT]; /* lazily prepared */
+  atomic_int cancel;  /* jm_mirror_interrupt() was called */
+  pthread_mutex_t aux_mu; /* guards aux_db against interrupt vs close */
+  sqlite3 *aux_db;    /* a scratch database being written (rebuild) */
 };
+
+/* Has jm_mirror_interrupt() been called? */
+static inline int jm__canceled(jm_mirror *m) {
+  return atomic_load(&m->cancel) != 0;
+}
+void jm__set_aux(jm_mirror *m, sqlite3 *db);
 
 /* The source row of a conversation: how far its file was ingested. */
 typedef struct jm__source {

@@ -351,6 +351,8 @@ static int write_all(jm__pipeline *p, jm__pl_sink *sink) {
     while (!c->ready)
       pthread_cond_wait(&p->ready, &p->mu);
     pthread_mutex_unlock(&p->mu);
+    if (sink->canceled && sink->canceled(sink->ctx))
+      return JM_ECANCELED;
     int rc = write_chunk(p, sink, k, c, &base, &last_end, &skip);
     if (rc != 0)
       return rc;

@@ -31,6 +31,7 @@ typedef struct jm__pl_sink {
    * to skip the rest of f (`begun`: begin(f) was already called). */
   int (*io_error)(void *ctx, jm__pl_file *f, int err, int begun);
   void (*progress)(void *ctx, uint64_t bytes); /* optional */
+  int (*canceled)(void *ctx); /* optional: non-zero stops with JM_ECANCELED */
 } jm__pl_sink;
 
 int jm__pipeline_run(jm__pl_file *files, size_t nfiles, int threads,

@@ -35,7 +35,8 @@ typedef struct file_info {
 } file_info;
 
 typedef struct sink_ctx {
-  jm_mirror *m;          /* rows go here */
+  jm_mirror *owner;      /* the mirror asked to do this (cancel flag) */
+  jm_mirror *m;          /* rows go here (owner, or a scratch database) */
   jm_error *err;
   int wipe;              /* wipe each conversation first (in place) */
   jm__fold fold;
@@ -116,8 +117,14 @@ static void s_progress(void *ctx, uint64_t bytes) {
     s->progress(s->progress_ctx, s->done, s->total);
 }
 
+static int s_canceled(void *ctx) {
+  sink_ctx *s = ctx;
+  return jm__canceled(s->owner);
+}
+
 static jm__pl_sink make_sink(sink_ctx *s) {
-  jm__pl_sink k = {s, s_begin, s_event, s_bad, s_end, s_io_error, s_progress};
+  jm__pl_sink k = {s,          s_begin,    s_event,   s_bad,
+                   s_end,      s_io_error, s_progress, s_canceled};
   return k;
 }
 
@@ -178,6 +185,7 @@ int jm_mirror_replay(jm_mirror *m, const char *id, int threads,
   jm__pl_file f = {(char *)id, path, fi.fs.size, 0, &fi};
   jm_rebuild_stats stats = {0};
   sink_ctx s = {0};
+  s.owner = m;
   s.m = m;
   s.err = err;
   s.wipe = 1;
@@ -192,6 +200,8 @@ int jm_mirror_replay(jm_mirror *m, const char *id, int threads,
     rc = jm__pipeline_run(&f, 1, t, m->max_line, &sink);
     if (rc == -ENOMEM)
       jm__errf(err, rc, "out of memory");
+    if (rc == JM_ECANCELED)
+      jm__errf(err, rc, "replay of '%s' canceled", id);
     rc = rc ? rc : jm__exec(m, "COMMIT", err);
     if (rc)
       jm__exec(m, "ROLLBACK", NULL);
@@ -348,6 +358,7 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
   else
     memset(&fresh, 0, sizeof fresh);
   sink_ctx s = {0};
+  s.owner = m;
   s.m = &fresh;
   s.err = err;
   s.stats = stats;
@@ -355,8 +366,10 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
   s.progress_ctx = progress_ctx;
   s.total = sc.total;
   jm__pl_sink sink = make_sink(&s);
-  if (rc == 0)
+  if (rc == 0) {
+    jm__set_aux(m, fresh.db);
     rc = jm__exec(&fresh, "BEGIN", err);
+  }
   if (rc == 0) {
     rc = jm__pipeline_run(sc.files, sc.n, default_threads(threads),
                           m->max_line, &sink);
@@ -365,9 +378,15 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
     rc = rc ? rc : jm__exec(&fresh, "COMMIT", err);
   }
   jm__fold_release(&s.fold);
+  jm__set_aux(m, NULL);
+  if (rc == 0 && jm__canceled(m))
+    rc = JM_ECANCELED;
   if (rc == 0)
     rc = swap_in(m, &fresh, err);
   close_scratch(&fresh);
+  if (rc == JM_ECANCELED || jm__canceled(m))
+    rc = jm__errf(err, JM_ECANCELED, "rebuild of '%s' canceled",
+                  m->db_path);
   scan_free(&sc);
   stats->seconds = now_s() - t0;
   return rc;

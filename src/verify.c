@@ -358,6 +358,11 @@ static void v_progress(void *ctx, uint64_t bytes) {
     v->progress(v->progress_ctx, v->done, v->total);
 }
 
+static int v_canceled(void *ctx) {
+  vctx *v = ctx;
+  return jm__canceled(v->live);
+}
+
 /* Planning: what the mirror says about each file ------------------------------ */
 
 /* Just past the last LF of the file (0 if none). */
@@ -602,13 +607,17 @@ int jm_mirror_verify(jm_mirror *m, const char *const *ids, size_t n_ids,
     } else
       free(path);
   }
-  jm__pl_sink sink = {&v, v_begin, v_event, v_bad, v_end, v_io_error,
-                      v_progress};
+  jm__pl_sink sink = {&v,   v_begin,    v_event,    v_bad,
+                      v_end, v_io_error, v_progress, v_canceled};
   if (rc == 0 && nf > 0) {
     int t = threads > 0 ? threads : (int)uv_available_parallelism();
+    jm__set_aux(m, v.scratch.db);
     rc = jm__pipeline_run(files, nf, t > 0 ? t : 1, m->max_line, &sink);
+    jm__set_aux(m, NULL);
     if (rc == -ENOMEM)
       jm__errf(err, rc, "out of memory");
+    if (rc == JM_ECANCELED || (rc && jm__canceled(m)))
+      rc = jm__errf(err, JM_ECANCELED, "verify canceled");
   }
   jm__fold_release(&v.fold);
   if (v.scratch.db)

@@ -5,12 +5,14 @@
  *   reader.h   events, validation, the incremental line reader, ids, times
  *   journal.h  the writer: appending events with chosen durability
  *   mirror.h   the SQLite mirror: ingest, replay, rebuild, verify
+ *   daemon.h   jmirrord and the client of its control socket
  */
 #ifndef JMIRROR_JMIRROR_H
 #define JMIRROR_JMIRROR_H
 
 #define JM_VERSION_STRING "0.1.0"
 
+#include "daemon.h"
 #include "error.h"
 #include "journal.h"
 #include "mirror.h"

@@ -44,6 +44,12 @@ const char *jm_mirror_db_path(const jm_mirror *m);
 const char *jm_mirror_root(const jm_mirror *m);
 /* Path of a file beside the database: "<db>.lock", "<db>.sock", ... */
 char *jm_mirror_sibling(const char *db_path, const char *suffix);
+/* Is the mirror's directory marked for backup tools?  cachedir_tag: a
+ * valid CACHEDIR.TAG beside the database; tm_excluded: the Time Machine
+ * exclusion attribute is set (macOS; -1 elsewhere). */
+void jm_mirror_exclusion(const char *db_path, int *cachedir_tag,
+                         int *tm_excluded);
+
 /* Resolve the database path for root/opt without opening (malloc'd). */
 char *jm_mirror_resolve_path(const char *root, const jm_mirror_options *opt);
 
@@ -58,6 +64,14 @@ int jm_mirror_locked(const jm_mirror *m);
 /* Read who holds the lock of the mirror at db_path: 1 held (pid, who
  * filled), 0 free, <0 error. */
 int jm_mirror_lock_holder(const char *db_path, long *pid, char who[64]);
+
+/*
+ * Ask long work on `m` (ingest, replay, rebuild, verify) to stop soon: the
+ * current transaction is rolled back and the call returns JM_ECANCELED.
+ * Safe from another thread.  Once called, later calls on m also cancel:
+ * meant for shutting down.
+ */
+void jm_mirror_interrupt(jm_mirror *m);
 
 /* ------------------------------------------------------------------ */
 /* Ingest.                                                              */
@@ -125,6 +139,26 @@ int jm_mirror_catch_up(jm_mirror *m, const char *const *ids, size_t n_ids,
                        const jm_ingest_limits *lim, jm_progress_fn progress,
                        void *progress_ctx, jm_catchup_stats *st,
                        jm_error *err);
+
+/* One journal file as the reconcile scan saw it. */
+typedef struct jm_file_status {
+  const char *id;  /* valid during the callback */
+  uint64_t size;   /* lstat size now */
+  uint64_t offset; /* bytes the mirror has ingested (0 if never) */
+  int changed;     /* stat differs from what the mirror recorded */
+} jm_file_status;
+
+/*
+ * The listing half of catch-up: call on_file for every valid-named file
+ * (nothing is read: a stat compared with the recorded one says whether it
+ * changed), and remove conversations whose file is gone (on_removed may be
+ * NULL).  -ENOENT if journal/ is missing (nothing removed then).
+ * Needs the writer lock.
+ */
+int jm_mirror_changed(jm_mirror *m,
+                      int (*on_file)(void *ctx, const jm_file_status *f),
+                      void (*on_removed)(void *ctx, const char *id),
+                      void *ctx, jm_catchup_stats *st, jm_error *err);
 
 /* Remove the rows of a conversation whose file is gone. Needs the lock. */
 int jm_mirror_forget(jm_mirror *m, const char *conv_id, jm_error *err);
@@ -216,6 +250,25 @@ int jm_mirror_bad_lines(jm_mirror *m, const char *id, jm_bad_line_iter **out,
 /* 1: *out filled; 0: no more; <0: error. */
 int jm_bad_line_next(jm_bad_line_iter *it, jm_bad_line *out);
 void jm_bad_line_iter_free(jm_bad_line_iter *it);
+
+/* ------------------------------------------------------------------ */
+/* Status without a daemon.                                             */
+
+typedef struct jm_mirror_status {
+  uint64_t conversations;          /* rows in conversations */
+  uint64_t deleted_conversations;  /* of which deleted_at is set */
+  uint64_t messages;               /* messages present */
+  uint64_t bad_lines;              /* recorded bad lines */
+  uint64_t files;                  /* valid-named files in journal/ */
+  uint64_t ignored_files;          /* other names in journal/ */
+  uint64_t bytes_behind;           /* file bytes not yet ingested */
+  int journal_missing;             /* journal/ does not exist */
+  int schema_version;
+} jm_mirror_status;
+
+/* Read a status summary from the mirror and journal/ (stats every file). */
+int jm_mirror_status_read(jm_mirror *m, jm_mirror_status *out,
+                          jm_error *err);
 
 /* ------------------------------------------------------------------ */
 /* Listing the journal.                                                 */

@@ -98,3 +98,19 @@ int cli_parse_uint(cli *c, const char *opt, const char *s,
   *out = v;
   return 0;
 }
+
+char *cli_asprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+  if (s == NULL) {
+    fprintf(stderr, "jmirror: out of memory\n");
+    exit(EXIT_FAIL);
+  }
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}

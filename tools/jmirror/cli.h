@@ -9,6 +9,7 @@
 #define JMIRROR_CLI_H
 
 #include <stdint.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -61,6 +62,9 @@ int cli_fail(const jm_error *err);
 /* Usage error for command c: "jmirror <cmd>: <msg>" + hint, EXIT_USAGE. */
 int cli_usage(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* malloc'd printf; exits with a message if out of memory. */
+char *cli_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Parse a non-negative integer option; EXIT_USAGE on junk. */
 int cli_parse_uint(cli *c, const char *opt, const char *s,
                    unsigned long long *out);
@@ -79,8 +83,14 @@ void progress_init(progress *p, const char *label);
 void progress_cb(void *ctx, uint64_t done, uint64_t total);
 void progress_done(progress *p);
 
-/* JSON string output for --json modes (escapes per RFC 8259). */
-void cli_json_str(FILE *f, const char *s);
+/* Print a JSON value as one line on stdout, then release it. */
+struct json_t;
+void cli_print_json(struct json_t *j);
+
+/* Hand a request to jmirrord if it holds the mirror (cmd_status.c):
+ * 1 done (*resp: its answer), 0 no daemon, <0 -(exit code) after an
+ * error was printed. */
+int cli_delegate(cli *c, struct json_t *req, struct json_t **resp);
 
 /* The commands. */
 int cmd_append(cli *c, int argc, char **argv);
@@ -88,6 +98,8 @@ int cmd_replay(cli *c, int argc, char **argv);
 int cmd_verify(cli *c, int argc, char **argv);
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_ingest(cli *c, int argc, char **argv);
+int cmd_status(cli *c, int argc, char **argv);
+int cmd_service(cli *c, int argc, char **argv);
 
 extern const command cli_commands[];
 

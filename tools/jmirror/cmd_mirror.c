@@ -25,11 +25,13 @@ int cli_open_mirror(cli *c, int read_only, jm_mirror **out) {
   return 0;
 }
 
-static void print_json(json_t *j) {
+void cli_print_json(json_t *j) {
   json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
   fputc('\n', stdout);
   json_decref(j);
 }
+
+#define print_json cli_print_json
 
 static int lock_or_fail(jm_mirror *m, const char *who) {
   jm_error err;
@@ -103,6 +105,40 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
   return status;
 }
 
+static json_t *ids_array(char **ids, int n) {
+  json_t *a = json_array();
+  for (int i = 0; i < n; i++)
+    json_array_append_new(a, json_string(ids[i]));
+  return a;
+}
+
+/* The daemon owns the mirror: let it replay.  An exit code, or -1 when no
+ * daemon runs (do it here). */
+static int replay_via_daemon(cli *c, int all, char **ids, int n, int json) {
+  json_t *req = all ? json_pack("{s:s,s:b}", "cmd", "replay", "all", 1)
+                    : json_pack("{s:s,s:o}", "cmd", "replay", "ids",
+                                ids_array(ids, n));
+  json_t *resp;
+  int rc = cli_delegate(c, req, &resp);
+  json_decref(req);
+  if (rc == 0)
+    return -1;
+  if (rc < 0)
+    return -rc;
+  json_object_del(resp, "ok");
+  json_object_set_new(resp, "by_daemon", json_true());
+  if (json)
+    print_json(json_incref(resp));
+  else
+    printf("replayed by jmirrord: %lld conversations, %lld events, %lld bad "
+           "lines\n",
+           (long long)json_integer_value(json_object_get(resp, "conversations")),
+           (long long)json_integer_value(json_object_get(resp, "events")),
+           (long long)json_integer_value(json_object_get(resp, "bad_lines")));
+  json_decref(resp);
+  return EXIT_OK;
+}
+
 int cmd_replay(cli *c, int argc, char **argv) {
   static const opt_spec specs[] = {
       {"all", 0}, {"threads", 1}, {"json", 0}, {NULL, 0}};
@@ -122,6 +158,8 @@ int cmd_replay(cli *c, int argc, char **argv) {
     if (jm_id_check(o.operands[i], strlen(o.operands[i]), &err) != 0)
       return cli_fail(&err);
   }
+  if ((rc = replay_via_daemon(c, all, o.operands, o.n_operands, json)) >= 0)
+    return rc;
   jm_mirror *m;
   if ((rc = cli_open_mirror(c, 0, &m)) != 0)
     return rc;
@@ -266,6 +304,45 @@ static int check_integrity(jm_mirror *m, int repair, int threads) {
   return rc;
 }
 
+/* verify --repair while jmirrord owns the mirror: it verifies, repairs and
+ * verifies again.  An exit code, or -1 when no daemon runs. */
+static int verify_via_daemon(cli *c, char **ids, int n, int json) {
+  json_t *req = json_pack("{s:s,s:o,s:b}", "cmd", "verify", "ids",
+                          ids_array(ids, n), "repair", 1);
+  json_t *resp;
+  int rc = cli_delegate(c, req, &resp);
+  json_decref(req);
+  if (rc == 0)
+    return -1;
+  if (rc < 0)
+    return -rc;
+  json_int_t drift = json_integer_value(json_object_get(resp, "drift"));
+  if (json) {
+    json_object_del(resp, "ok");
+    json_object_set_new(resp, "by_daemon", json_true());
+    print_json(json_incref(resp));
+  } else {
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(resp, "conversations"), i, it) {
+      const char *d = json_string_value(json_object_get(it, "detail"));
+      printf("%-6s %s%s%s\n",
+             json_string_value(json_object_get(it, "state")),
+             json_string_value(json_object_get(it, "conversation")),
+             d && d[0] ? ": " : "", d ? d : "");
+    }
+    printf("verified by jmirrord (%lld repaired): %lld conversations: %lld ok, "
+           "%lld behind, %lld drift\n",
+           (long long)json_integer_value(json_object_get(resp, "repaired")),
+           (long long)json_integer_value(json_object_get(resp, "checked")),
+           (long long)json_integer_value(json_object_get(resp, "ok_count")),
+           (long long)json_integer_value(json_object_get(resp, "behind")),
+           (long long)drift);
+  }
+  json_decref(resp);
+  return drift ? EXIT_FAIL : EXIT_OK;
+}
+
 int cmd_verify(cli *c, int argc, char **argv) {
   static const opt_spec specs[] = {{"repair", 0}, {"json", 0},
                                    {"threads", 1}, {"verbose", 0}, {NULL, 0}};
@@ -283,6 +360,9 @@ int cmd_verify(cli *c, int argc, char **argv) {
       return cli_fail(&err);
   }
   int do_repair = op.values[0] != NULL;
+  if (do_repair && (rc = verify_via_daemon(c, op.operands, op.n_operands,
+                                           op.values[1] != NULL)) >= 0)
+    return rc;
   vout o = {0};
   o.json = op.values[1] != NULL;
   o.verbose = op.values[3] != NULL || op.n_operands > 0;
@@ -342,6 +422,30 @@ int cmd_ingest(cli *c, int argc, char **argv) {
   for (int i = 0; i < o.n_operands; i++)
     if (jm_id_check(o.operands[i], strlen(o.operands[i]), &err) != 0)
       return cli_fail(&err);
+  json_t *req = json_pack("{s:s,s:o}", "cmd", "ingest", "ids",
+                          ids_array(o.operands, o.n_operands));
+  json_t *resp;
+  rc = cli_delegate(c, req, &resp);
+  json_decref(req);
+  if (rc < 0)
+    return -rc;
+  if (rc == 1) {
+    if (o.values[0]) {
+      json_object_del(resp, "ok");
+      json_object_set_new(resp, "by_daemon", json_true());
+      print_json(json_incref(resp));
+    } else
+      printf("ingested by jmirrord: %lld of %lld files (%lld unchanged), "
+             "%lld events; %lld replayed, %lld removed\n",
+             (long long)json_integer_value(json_object_get(resp, "ingested")),
+             (long long)json_integer_value(json_object_get(resp, "files")),
+             (long long)json_integer_value(json_object_get(resp, "unchanged")),
+             (long long)json_integer_value(json_object_get(resp, "events")),
+             (long long)json_integer_value(json_object_get(resp, "replayed")),
+             (long long)json_integer_value(json_object_get(resp, "removed")));
+    json_decref(resp);
+    return EXIT_OK;
+  }
   jm_mirror *m;
   if ((rc = cli_open_mirror(c, 0, &m)) != 0)
     return rc;

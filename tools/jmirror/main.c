@@ -64,6 +64,28 @@ const command cli_commands[] = {
    "what jmirrord does continuously; use it when no daemon runs.\n"
    "Exit: 0 done; 1 an error; 2 usage.\n",
    cmd_ingest, 1},
+  {"status", "show what the daemon and the mirror are doing",
+   "usage: jmirror status [--json]\n"
+   "\n"
+   "Ask jmirrord (over its control socket) for its state: files tracked,\n"
+   "bytes not yet ingested, events ingested, bad lines, last error, uptime.\n"
+   "With no daemon running, read the same facts from the mirror and\n"
+   "journal/ and say so.  Also shows whether the mirror is excluded from\n"
+   "backups (CACHEDIR.TAG; the Time Machine attribute on macOS).\n"
+   "Exit: 0; 1 on an error; 2 usage.\n",
+   cmd_status, 1},
+  {"service", "install jmirrord as a login service (launchd/systemd)",
+   "usage: jmirror service install|uninstall|print [--launchd|--systemd]\n"
+   "                              [--daemon PATH]\n"
+   "\n"
+   "Write (or remove, or just print) the file that runs jmirrord for the\n"
+   "current user on this root: a LaunchAgent on macOS\n"
+   "(~/Library/LaunchAgents/io.jmirror.jmirrord.plist), a systemd user\n"
+   "unit elsewhere (~/.config/systemd/user/jmirrord.service).  The\n"
+   "daemon path defaults to the jmirrord beside this jmirror.  Prints the\n"
+   "command that starts (or stops) it.\n"
+   "Exit: 0; 1 on an error; 2 usage.\n",
+   cmd_service, 1},
   {"errors", "list bad lines recorded in the mirror",
    "usage: jmirror errors [<conversation_id>] [--json]\n"
    "\n"
