@@ -54,6 +54,7 @@ typedef struct open_file {
 struct jm_journal {
   char *root;        /* owned */
   char *dir;         /* "<root>/journal", owned */
+  int dir_ready;     /* journal/ is known to exist */
   jm_journal_options opt;
   pthread_mutex_t mu; /* guards everything below */
   open_file files[FD_CACHE];
@@ -127,19 +128,12 @@ int jm_journal_open(jm_journal **out, const char *root,
     jm_journal_close(j, NULL);
     return jm__errf(err, -ENOMEM, "out of memory");
   }
-  struct stat st;
-  int created = stat(j->dir, &st) != 0;
-  int rc = jm__mkdirs(j->dir);
-  if (rc != 0) {
-    jm__errno_f(err, -rc, "cannot create journal directory '%s'", j->dir);
-    jm_journal_close(j, NULL);
-    return rc;
-  }
-  if (created)
-    jm__fsync_dir(j->root); /* make the new journal/ entry durable */
   *out = j;
   return 0;
 }
+
+/* Create journal/ (0700) on the first append that passed validation, so
+ * that a refused event leaves no trace on disk.  Called with mu held. */
 
 static int sync_dirty_locked(jm_journal *j);
 
@@ -294,6 +288,21 @@ static open_file *cache_slot(jm_journal *j, const char *id) {
   return victim;
 }
 
+static int ensure_dir(jm_journal *j, jm_error *err) {
+  if (j->dir_ready)
+    return 0;
+  struct stat st;
+  int created = stat(j->dir, &st) != 0;
+  int rc = jm__mkdirs(j->dir);
+  if (rc != 0)
+    return jm__errno_f(err, -rc, "cannot create journal directory '%s'",
+                       j->dir);
+  if (created)
+    jm__fsync_dir(j->root); /* make the new journal/ entry durable */
+  j->dir_ready = 1;
+  return 0;
+}
+
 /* Open (creating if needed) the file of `id` into slot f. */
 static int open_into(jm_journal *j, open_file *f, const char *id,
                      const char *path, int *created, jm_error *err) {
@@ -348,6 +357,13 @@ static int acquire(jm_journal *j, const char *id, const char *path,
   for (int attempt = 0; attempt < 8; attempt++) {
     if (f->fd < 0) {
       int rc = open_into(j, f, id, path, created, err);
+      if (rc == -ENOENT && j->dir_ready) {
+        j->dir_ready = 0; /* journal/ was removed under us: recreate it */
+        jm_error_clear(err);
+        rc = ensure_dir(j, err);
+        if (rc == 0)
+          rc = open_into(j, f, id, path, created, err);
+      }
       if (rc != 0)
         return rc;
     }
@@ -497,7 +513,9 @@ static int append_root(jm_journal *j, const char *id, json_t *root,
     goto out;
   }
   pthread_mutex_lock(&j->mu);
-  rc = start_syncer(j, err);
+  rc = ensure_dir(j, err);
+  if (rc == 0)
+    rc = start_syncer(j, err);
   open_file *f = NULL;
   if (rc == 0)
     rc = acquire(j, id, path, &f, &info->created, err);
