@@ -241,3 +241,38 @@ int jm_mirror_changed(jm_mirror *m,
   st->seconds = now_s() - t0;
   return rc;
 }
+
+/* Read-only: which conversations does the mirror not have as they are now?
+ * fn(ctx, id) for every changed or new file, and for every conversation
+ * whose file is gone.  No lock: nothing is written. */
+typedef struct stale_ctx {
+  cu c;
+  int (*fn)(void *ctx, const char *id);
+  void *ctx;
+} stale_ctx;
+
+static int visit_stale(void *ctx, const char *id) {
+  stale_ctx *x = ctx;
+  jm_file_status fs;
+  return changed(&x->c, id, &fs) ? x->fn(x->ctx, id) : 0;
+}
+
+int jm__mirror_stale(jm_mirror *m, int (*fn)(void *ctx, const char *id),
+                     void *ctx, jm_error *err) {
+  jm_catchup_stats st;
+  memset(&st, 0, sizeof st);
+  stale_ctx x = {{m, NULL, &st, err, NULL, 0, NULL, NULL, 0, NULL, NULL, NULL},
+                 fn, ctx};
+  int rc = load_known(&x.c);
+  if (rc == 0)
+    rc = jm_journal_scan(m->root, visit_stale, &x, NULL, err);
+  if (rc == -ENOENT) { /* no journal/: nothing to read, nothing to remove */
+    jm_error_clear(err);
+    rc = 0;
+  } else
+    for (size_t i = 0; rc == 0 && i < x.c.nk; i++)
+      if (!x.c.k[i].seen)
+        rc = fn(ctx, x.c.k[i].id);
+  cu_free(&x.c);
+  return rc;
+}

@@ -593,3 +593,33 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
   jm__close(fd);
   return rc;
 }
+
+/* Is the mirror's view of `id` current?  1: its file's stat is what the
+ * mirror recorded (or neither the file nor rows exist); 0: the file
+ * changed, is new, or is gone while rows remain (ingest will settle it);
+ * <0: error.  No lock needed: it only reads. */
+int jm__mirror_current(jm_mirror *m, const char *id, jm_error *err) {
+  char *path = jm_journal_path(m->root, id);
+  if (path == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  struct stat st;
+  int have = lstat(path, &st) == 0;
+  int e = errno;
+  free(path);
+  jm__source src;
+  int rc = jm__source_get(m, id, &src, err);
+  if (rc)
+    return rc;
+  if (!have) {
+    if (e != ENOENT)
+      return jm__errno_f(err, e, "cannot stat journal of '%s'", id);
+    jm__conv c = {0};
+    int found = 0;
+    rc = jm__conv_load(m, id, &c, &found, err);
+    jm__conv_release(&c);
+    return rc ? rc : !found && !src.found;
+  }
+  jm__file_state now;
+  stat_state(&st, &now);
+  return unchanged(&src, &now);
+}

@@ -94,6 +94,17 @@ int jm__catch_up_one(jm_mirror *m, const char *id,
                      const jm_ingest_limits *lim, jm_catchup_stats *st,
                      jm_error *err);
 
+/* catchup.c: fn for every conversation whose file changed, is new, or is
+ * gone (read-only, no lock). */
+int jm__mirror_stale(jm_mirror *m, int (*fn)(void *ctx, const char *id),
+                     void *ctx, jm_error *err);
+
+/* ingest.c: 1 if the mirror has read id's file as it is now. */
+int jm__mirror_current(jm_mirror *m, const char *id, jm_error *err);
+
+/* replay.c: drop the triggers on messages, return their SQL (malloc'd). */
+char *jm__suspend_triggers(jm_mirror *s, jm_error *err);
+
 /* Hashes of a file's first line and of the bytes before an offset. */
 int jm__hash_head(int fd, uint64_t offset, unsigned char out[32]);
 int jm__hash_tail(int fd, uint64_t offset, unsigned char out[32]);

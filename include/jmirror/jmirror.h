@@ -6,6 +6,8 @@
  *   journal.h  the writer: appending events with chosen durability
  *   mirror.h   the SQLite mirror: ingest, replay, rebuild, verify
  *   daemon.h   jmirrord and the client of its control socket
+ *   store.h    conversations and messages for applications: CRUD, ls,
+ *              show, search, healed and read-your-writes
  */
 #ifndef JMIRROR_JMIRROR_H
 #define JMIRROR_JMIRROR_H
@@ -17,5 +19,6 @@
 #include "journal.h"
 #include "mirror.h"
 #include "reader.h"
+#include "store.h"
 
 #endif

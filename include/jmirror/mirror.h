@@ -172,7 +172,9 @@ typedef struct jm_rebuild_stats {
   uint64_t events;        /* valid lines */
   uint64_t bad_lines;
   uint64_t bytes;         /* journal bytes read */
-  double seconds;         /* wall time */
+  double seconds;         /* wall time, all of it */
+  double rows_seconds;    /* of which: scanning, parsing, folding, rows */
+  double search_seconds;  /* of which: building the full-text index */
 } jm_rebuild_stats;
 
 

@@ -100,6 +100,14 @@ int cmd_errors(cli *c, int argc, char **argv);
 int cmd_ingest(cli *c, int argc, char **argv);
 int cmd_status(cli *c, int argc, char **argv);
 int cmd_service(cli *c, int argc, char **argv);
+int cmd_new(cli *c, int argc, char **argv);
+int cmd_add(cli *c, int argc, char **argv);
+int cmd_rename(cli *c, int argc, char **argv);
+int cmd_delete(cli *c, int argc, char **argv);
+int cmd_restore(cli *c, int argc, char **argv);
+int cmd_ls(cli *c, int argc, char **argv);
+int cmd_show(cli *c, int argc, char **argv);
+int cmd_search(cli *c, int argc, char **argv);
 
 extern const command cli_commands[];
 

@@ -26,7 +26,7 @@ int cli_open_mirror(cli *c, int read_only, jm_mirror **out) {
 }
 
 void cli_print_json(json_t *j) {
-  json_dumpf(j, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+  json_dumpf(j, stdout, JSON_COMPACT);
   fputc('\n', stdout);
   json_decref(j);
 }

@@ -26,6 +26,66 @@ const command cli_commands[] = {
    "\n"
    "Exit: 0 all appended; 1 an event was refused or an I/O error; 2 usage.\n",
    cmd_append, 1},
+  {"new", "create a conversation; prints its id",
+   "usage: jmirror new [--title T] [--brain B] [--id ID] [--meta JSON]\n"
+   "\n"
+   "Append a conversation.created event to a new journal file and print\n"
+   "the conversation's id (generated, time-ordered, unless --id).\n"
+   "Exit: 0; 1 if it exists or on an error; 2 usage.\n",
+   cmd_new, 1},
+  {"add", "add a message to a conversation; prints its id",
+   "usage: jmirror add <conversation_id> --role R (--content TEXT | -)\n"
+   "                   [--parent ID] [--id ID] [--brain B] [--thinking T]\n"
+   "                   [--meta JSON]\n"
+   "\n"
+   "Append a complete message.  With '-' the content is read from standard\n"
+   "input (one trailing newline dropped).  R is user, assistant, system or\n"
+   "tool.  Prints the message id (generated unless --id).\n"
+   "Exit: 0; 1 if the conversation does not exist or on an error; 2 usage.\n",
+   cmd_add, 1},
+  {"rename", "set a conversation's title",
+   "usage: jmirror rename <conversation_id> <title>\n"
+   "Appends a conversation.updated event.  Exit: 0; 1 error; 2 usage.\n",
+   cmd_rename, 1},
+  {"delete", "mark a conversation deleted (its journal stays)",
+   "usage: jmirror delete <conversation_id>\n"
+   "Appends a conversation.deleted event: the conversation is hidden from\n"
+   "ls and search (see --deleted) and can be restored; nothing is erased.\n"
+   "Exit: 0; 1 error; 2 usage.\n",
+   cmd_delete, 1},
+  {"restore", "undo delete",
+   "usage: jmirror restore <conversation_id>\n"
+   "Appends a conversation.restored event.  Exit: 0; 1 error; 2 usage.\n",
+   cmd_restore, 1},
+  {"ls", "list conversations, newest first",
+   "usage: jmirror ls [--brain B] [--limit N] [--cursor C] [--deleted]\n"
+   "                  [--json]\n"
+   "\n"
+   "Newest first by last update: time, message count, id, title.  50 per\n"
+   "page (--limit); the last line gives the --cursor of the next page.\n"
+   "--deleted includes deleted conversations.\n"
+   "Exit: 0; 1 error; 2 usage.\n",
+   cmd_ls, 1},
+  {"show", "print a conversation's transcript",
+   "usage: jmirror show <conversation_id> [--json] [--thinking] [--limit N]\n"
+   "                    [--after SEQ]\n"
+   "\n"
+   "A readable transcript: role, time and content of every message in\n"
+   "conversation order; thinking is folded away unless --thinking.  --json\n"
+   "prints the full rows (parent_id healed, parent_id_written as stored).\n"
+   "The conversation is brought up to date with its journal first.\n"
+   "Exit: 0; 1 if it does not exist or on an error; 2 usage.\n",
+   cmd_show, 1},
+  {"search", "find messages containing words",
+   "usage: jmirror search <words...> [--conversation ID] [--limit N]\n"
+   "                      [--deleted] [--json]\n"
+   "\n"
+   "Messages containing every word as a substring (any script: Korean,\n"
+   "Japanese, Chinese and emoji included; ASCII case-insensitive), best\n"
+   "first, with a snippet; matches are highlighted on a terminal and put\n"
+   "in [brackets] otherwise.\n"
+   "Exit: 0 (also with no match); 1 error; 2 usage.\n",
+   cmd_search, 1},
   {"replay", "rebuild conversations from their journal files",
    "usage: jmirror replay <conversation_id>... [--threads N] [--json]\n"
    "       jmirror replay --all [--threads N] [--json]\n"

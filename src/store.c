@@ -1,0 +1,315 @@
+/*
+ * store.c - the application's face: conversations and messages written to
+ * the journal, read back from the mirror, healed on read.
+ *
+ * Write path: build the event with jansson, append it with the journal
+ * writer (validated first, durable as the options say).  Nothing touches
+ * the mirror: the daemon, or the next read, brings it up to date.
+ *
+ * Read path, before answering about a conversation ("make current"):
+ *   1. stat its file and compare with the source row the mirror recorded:
+ *      equal means the mirror has read exactly this file: answer;
+ *   2. otherwise the mirror is behind or has drifted: if jmirrord owns the
+ *      mirror, ask it to ingest the conversation (it replays on drift) and
+ *      wait at most wait_ms; if no daemon runs, take the writer lock for a
+ *      moment and ingest it here.  Then answer.
+ * Listing and search do the same for every conversation this store wrote
+ * since its last read (read-your-writes), without stat'ing the rest.
+ */
+#include "mirror_int.h"
+#include "jmirror/daemon.h"
+#include "jmirror/store.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void jm_store_options_init(jm_store_options *opt) {
+  memset(opt, 0, sizeof *opt);
+  opt->sync = JM_SYNC_BATCH;
+  opt->wait_ms = 5000;
+}
+
+int jm_store_open(jm_store **out, const char *root,
+                  const jm_store_options *opt, jm_error *err) {
+  *out = NULL;
+  jm_store *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  if (opt)
+    s->opt = *opt;
+  else
+    jm_store_options_init(&s->opt);
+  if (s->opt.wait_ms <= 0)
+    s->opt.wait_ms = 5000;
+  jm_journal_options jo;
+  jm_journal_options_init(&jo);
+  jo.sync = s->opt.sync;
+  jm_mirror_options mo = {s->opt.db_path, 0, 0};
+  int rc;
+  if ((s->root = jm__strdup(root)) == NULL)
+    rc = jm__errf(err, -ENOMEM, "out of memory");
+  else if ((rc = jm_journal_open(&s->j, root, &jo, err)) == 0)
+    rc = jm_mirror_open(&s->m, root, &mo, err);
+  if (rc != 0) {
+    jm_store_close(s, NULL);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+int jm_store_close(jm_store *s, jm_error *err) {
+  if (s == NULL)
+    return 0;
+  int rc = jm_journal_close(s->j, err);
+  jm_mirror_close(s->m);
+  for (size_t i = 0; i < s->nwritten; i++)
+    free(s->written[i]);
+  free(s->written);
+  free(s->root);
+  free(s);
+  return rc;
+}
+
+/* Making the mirror current ----------------------------------------------------- */
+
+static int note_written(jm_store *s, const char *id) {
+  for (size_t i = 0; i < s->nwritten; i++)
+    if (strcmp(s->written[i], id) == 0)
+      return 0;
+  if (s->nwritten == s->capwritten) {
+    size_t cap = s->capwritten ? s->capwritten * 2 : 8;
+    char **w = realloc(s->written, cap * sizeof *w);
+    if (w == NULL)
+      return -ENOMEM;
+    s->written = w;
+    s->capwritten = cap;
+  }
+  if ((s->written[s->nwritten] = jm__strdup(id)) == NULL)
+    return -ENOMEM;
+  s->nwritten++;
+  return 0;
+}
+
+static int daemon_owns(jm_store *s) {
+  long pid;
+  char who[64];
+  return jm_mirror_lock_holder(s->m->db_path, &pid, who) == 1 &&
+         strcmp(who, "jmirrord") == 0;
+}
+
+/* Ask jmirrord to ingest `id` now (it replays on drift); bounded wait. */
+static int via_daemon(jm_store *s, const char *id, jm_error *err) {
+  jm_client *c;
+  int rc = jm_client_connect(s->m->db_path, s->opt.wait_ms, &c, err);
+  if (rc != 0)
+    return rc;
+  json_t *req = json_pack("{s:s,s:[s]}", "cmd", "ingest", "ids", id);
+  char *line = req ? json_dumps(req, JSON_COMPACT) : NULL, *resp = NULL;
+  json_decref(req);
+  rc = line ? jm_client_request(c, line, &resp, s->opt.wait_ms, err)
+            : jm__errf(err, -ENOMEM, "out of memory");
+  free(line);
+  jm_client_close(c);
+  if (rc == JM_ETIMEDOUT)
+    return jm__errf(err, rc, "jmirrord did not bring '%s' up to date within "
+                    "%d ms", id, s->opt.wait_ms);
+  if (rc != 0)
+    return rc;
+  json_t *r = json_loads(resp, 0, NULL);
+  free(resp);
+  if (!json_is_true(json_object_get(r, "ok"))) {
+    const char *e = json_string_value(json_object_get(r, "error"));
+    rc = jm__errf(err, JM_EPROTO, "jmirrord: %s", e ? e : "ingest failed");
+  }
+  json_decref(r);
+  return rc;
+}
+
+/* No daemon: ingest here, under the writer lock for a moment. */
+static int by_ourselves(jm_store *s, const char *id, jm_error *err) {
+  int rc = jm_mirror_lock(s->m, s->opt.wait_ms, "jmirror store", err);
+  if (rc != 0)
+    return rc;
+  jm_catchup_stats st;
+  rc = jm_mirror_catch_up(s->m, &id, 1, NULL, NULL, NULL, &st, err);
+  jm_mirror_unlock(s->m);
+  return rc;
+}
+
+int jm__store_current(jm_store *s, const char *id, jm_error *err) {
+  int rc = jm__mirror_current(s->m, id, err);
+  if (rc < 0)
+    return rc;
+  if (rc == 1)
+    return 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (daemon_owns(s))
+      rc = via_daemon(s, id, err);
+    else
+      rc = by_ourselves(s, id, err);
+    /* The daemon may have started or stopped in between: try the other. */
+    if (rc != JM_ELOCKED && rc != JM_ENODAEMON)
+      break;
+    jm_error_clear(err);
+  }
+  return rc;
+}
+
+static int collect_stale(void *ctx, const char *id) {
+  return note_written(ctx, id);
+}
+
+/* Before a read across conversations (list, search): what this store wrote
+ * (read-your-writes) and, when no daemon keeps the mirror current, every
+ * file that changed since the mirror read it (a stat each; nothing is
+ * locked unless something changed). */
+int jm__store_flush_written(jm_store *s, jm_error *err) {
+  int rc = 0;
+  if (!daemon_owns(s))
+    rc = jm__mirror_stale(s->m, collect_stale, s, err);
+  for (size_t i = 0; i < s->nwritten && rc == 0; i++)
+    rc = jm__store_current(s, s->written[i], err);
+  if (rc == 0) {
+    for (size_t k = 0; k < s->nwritten; k++)
+      free(s->written[k]);
+    s->nwritten = 0;
+  }
+  return rc;
+}
+
+/* Writes ------------------------------------------------------------------------ */
+
+static int exists(jm_store *s, const char *id) {
+  char *p = jm_journal_path(s->root, id);
+  struct stat st;
+  int e = p && lstat(p, &st) == 0;
+  free(p);
+  return e;
+}
+
+/* Append `ev` (stolen) to `id`; the conversation must exist unless `create`. */
+static int append_event(jm_store *s, const char *id, json_t *ev, int create,
+                        jm_error *err) {
+  int rc = jm_id_check(id, strlen(id), err);
+  if (rc == 0 && ev == NULL)
+    rc = jm__errf(err, -ENOMEM, "out of memory");
+  if (rc == 0 && !create && !exists(s, id))
+    rc = jm__errf(err, JM_ENOTFOUND, "no conversation '%s'", id);
+  if (rc == 0)
+    rc = jm_journal_append_json(s->j, id, ev, NULL, err);
+  if (rc == 0)
+    rc = note_written(s, id);
+  json_decref(ev);
+  return rc;
+}
+
+/* Parse a JSON text member into ev[key] (NULL text: leave absent). */
+static int set_json(json_t *ev, const char *key, const char *text,
+                    jm_error *err) {
+  if (text == NULL)
+    return 0;
+  json_error_t e;
+  json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &e);
+  if (v == NULL)
+    return jm__errf(err, JM_EEVENT, "member '%s' is not valid JSON: %s", key,
+                    e.text);
+  json_object_set_new(ev, key, v);
+  return 0;
+}
+
+static void set_str(json_t *ev, const char *key, const char *v) {
+  if (v != NULL)
+    json_object_set_new(ev, key, json_string(v));
+}
+
+int jm_store_create(jm_store *s, const char *id, const char *title,
+                    const char *brain, const char *meta_json, char *id_out,
+                    jm_error *err) {
+  char gen[27];
+  if (id == NULL) {
+    if (jm__id_generate(gen) != 0)
+      return jm__errf(err, -EIO, "cannot generate an id");
+    id = gen;
+  } else if (jm_id_check(id, strlen(id), err) != 0)
+    return JM_EID;
+  if (exists(s, id))
+    return jm__errf(err, -EEXIST, "conversation '%s' already exists", id);
+  json_t *ev = json_pack("{s:s}", "type", "conversation.created");
+  set_str(ev, "title", title);
+  set_str(ev, "brain", brain);
+  int rc = set_json(ev, "meta", meta_json, err);
+  if (rc != 0) {
+    json_decref(ev);
+    return rc;
+  }
+  rc = append_event(s, id, ev, 1, err);
+  if (rc == 0 && id_out)
+    snprintf(id_out, JM_ID_MAX + 1, "%s", id);
+  return rc;
+}
+
+int jm_store_add_message(jm_store *s, const char *conv_id,
+                         const jm_message_in *m, char *id_out, jm_error *err) {
+  char gen[27];
+  const char *mid = m->id;
+  if (mid == NULL) {
+    if (jm__id_generate(gen) != 0)
+      return jm__errf(err, -EIO, "cannot generate an id");
+    mid = gen;
+  }
+  size_t clen = m->content_len == SIZE_MAX && m->content
+                    ? strlen(m->content)
+                    : m->content_len;
+  json_t *ev = json_pack("{s:s,s:s,s:s?,s:s%}", "type", "message", "id", mid,
+                         "role", m->role, "content", m->content ? m->content : "",
+                         m->content ? clen : (size_t)0);
+  if (ev == NULL)
+    return jm__errf(err, JM_EEVENT,
+                    "message: role and content must be UTF-8 text");
+  set_str(ev, "parent_id", m->parent_id);
+  set_str(ev, "brain", m->brain);
+  set_str(ev, "reasoning_level", m->reasoning_level);
+  set_str(ev, "thinking", m->thinking);
+  int rc = set_json(ev, "meta", m->meta_json, err);
+  if (rc != 0) {
+    json_decref(ev);
+    return rc;
+  }
+  rc = append_event(s, conv_id, ev, 0, err);
+  if (rc == 0 && id_out)
+    snprintf(id_out, JM_MSG_ID_MAX + 1, "%s", mid);
+  return rc;
+}
+
+int jm_store_rename(jm_store *s, const char *conv_id, const char *title,
+                    jm_error *err) {
+  json_t *ev = json_pack("{s:s,s:s?}", "type", "conversation.updated",
+                         "title", title);
+  return append_event(s, conv_id, ev, 0, err);
+}
+
+int jm_store_delete(jm_store *s, const char *conv_id, jm_error *err) {
+  return append_event(s, conv_id,
+                      json_pack("{s:s}", "type", "conversation.deleted"), 0,
+                      err);
+}
+
+int jm_store_restore(jm_store *s, const char *conv_id, jm_error *err) {
+  return append_event(s, conv_id,
+                      json_pack("{s:s}", "type", "conversation.restored"), 0,
+                      err);
+}
+
+int jm_store_append(jm_store *s, const char *conv_id, const char *event_json,
+                    jm_append_info *info, jm_error *err) {
+  int rc = jm_journal_append(s->j, conv_id, event_json, strlen(event_json),
+                             info, err);
+  if (rc == 0)
+    rc = note_written(s, conv_id);
+  return rc;
+}
