@@ -554,8 +554,14 @@ static void on_journal_event(uv_fs_event_t *h, const char *name, int events,
     jm__request_reconcile(d); /* no name: anything may have changed */
   else if (id_of(name, id))
     jm__mark_dirty(d, id);
-  else if (strcmp(name, "journal") == 0 || (events & UV_RENAME))
-    check_journal(d); /* our own directory, or a rename: look again */
+  else if (strcmp(name, "journal") == 0)
+    check_journal(d); /* our own directory: look again */
+  else if (events & UV_RENAME) {
+    /* Another name came or went: a rename may have replaced journal/, and
+     * the ignored names that status counts are only seen by a scan. */
+    check_journal(d);
+    jm__request_reconcile(d);
+  }
 }
 
 static int start_watch(jm__daemon *d) {
