@@ -477,7 +477,9 @@ void jm__schedule(jm__daemon *d) {
     if ((j = calloc(1, sizeof *j)) == NULL)
       return;
     j->kind = JM__JOB_RECONCILE;
-  } else if (d->dirty_head != NULL) {
+  } else if (d->dirty_head != NULL && d->watch != NULL) {
+    /* Not while journal/ is missing: every file would look deleted and
+     * lose its rows.  The dirty list waits for the reconcile on return. */
     if ((j = ingest_job(d)) == NULL)
       return;
   } else
