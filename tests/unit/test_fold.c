@@ -249,6 +249,12 @@ static void test_delta_appends(void) {
   db = fold(D("m2", ",'text':'q'", 01), D("m2", ",'thinking':''", 02),
             D("m2", ",'thinking':'z'", 03));
   ASSERT_STR_EQ(mt_q(db, "SELECT content, thinking FROM messages"), "q|z");
+  /* and stays "" (not null) through later events that leave it alone */
+  db = fold(D("m2", ",'text':'q'", 01), D("m2", ",'thinking':''", 02),
+            D("m2", ",'text':'r'", 03),
+            "{'type':'message.edited','id':'m2','content':'s','ts':'" T(04) "'}");
+  ASSERT_STR_EQ(mt_q(db, "SELECT content, typeof(thinking) FROM messages"),
+                "s|text");
 }
 
 /* A delta on a present message appends only: role and parent_id ignored,
