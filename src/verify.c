@@ -178,14 +178,18 @@ static int conv_diff(vctx *v, const char *id, int64_t *mask) {
   return 0;
 }
 
+/* Records in one side only, both ways.  (Each EXCEPT in its own subquery:
+ * compound operators chain left to right, so "a EXCEPT b UNION ALL c EXCEPT
+ * a" would take every row of a back out again.) */
 static int bad_diff(vctx *v, const char *id, uint64_t *n) {
   sqlite3_stmt *st = prep(
-      v, "SELECT count(*) FROM (SELECT line, byte_offset, reason FROM"
+      v, "SELECT (SELECT count(*) FROM (SELECT line, byte_offset, reason FROM"
          " main.bad_lines WHERE conversation_id = ?1 EXCEPT SELECT line,"
-         " byte_offset, reason FROM live.bad_lines WHERE conversation_id = ?1"
-         " UNION ALL SELECT line, byte_offset, reason FROM live.bad_lines"
-         " WHERE conversation_id = ?1 EXCEPT SELECT line, byte_offset, reason"
-         " FROM main.bad_lines WHERE conversation_id = ?1)");
+         " byte_offset, reason FROM live.bad_lines WHERE conversation_id = ?1))"
+         " + (SELECT count(*) FROM (SELECT line, byte_offset, reason FROM"
+         " live.bad_lines WHERE conversation_id = ?1 EXCEPT SELECT line,"
+         " byte_offset, reason FROM main.bad_lines WHERE"
+         " conversation_id = ?1))");
   if (st == NULL)
     return JM_ESQLITE;
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
