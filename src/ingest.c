@@ -334,12 +334,38 @@ int jm__commit_conversation(jm_mirror *m, const char *id, jm__fold *f,
   return step_done(m, st, err, "cannot write source row");
 }
 
+/* Deleting the conversation row cascades to the rest.  Rows left without
+ * their conversation row (a hand edit made with foreign keys off, as the
+ * sqlite3 shell has them) would not cascade, and their seq would block the
+ * replay's inserts forever: they go first, explicitly. */
+static int wipe_orphans(jm_mirror *m, const char *id, jm_error *err) {
+  static const char *const sql[] = {
+    "DELETE FROM messages WHERE conversation_id = ?1",
+    "DELETE FROM bad_lines WHERE conversation_id = ?1",
+    "DELETE FROM sources WHERE conversation_id = ?1",
+  };
+  for (size_t i = 0; i < JM__ARRAY_LEN(sql); i++) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(m->db, sql[i], -1, &st, NULL) != SQLITE_OK)
+      return jm__sql_err(m, err, "cannot wipe conversation");
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int s = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (s != SQLITE_DONE)
+      return jm__sql_err(m, err, "cannot wipe conversation");
+  }
+  return 0;
+}
+
 int jm__wipe(jm_mirror *m, const char *id, jm_error *err) {
   sqlite3_stmt *st = jm__stmt(m, JM__S_CONV_DEL, err);
   if (st == NULL)
     return JM_ESQLITE;
   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-  return step_done(m, st, err, "cannot wipe conversation");
+  int rc = step_done(m, st, err, "cannot wipe conversation");
+  if (rc == 0 && sqlite3_changes(m->db) == 0)
+    rc = wipe_orphans(m, id, err); /* no row to cascade from */
+  return rc;
 }
 
 /* Ingest ------------------------------------------------------------------------- */
