@@ -37,6 +37,7 @@ struct jm__client {
   int closing;     /* handle closed or closing: answers are dropped */
   int busy;        /* a request is in flight: stop reading */
   int close_after; /* close once the pending answer is written */
+  int paused;      /* reading stopped: MAX_REQUEST bytes wait behind `busy` */
 };
 
 typedef struct write_req {
@@ -46,6 +47,7 @@ typedef struct write_req {
 } write_req;
 
 static void handle_lines(jm__client *c);
+static void resume_reading(jm__client *c);
 
 /* Lifetime ------------------------------------------------------------------------ */
 
@@ -87,6 +89,7 @@ static void write_done(uv_write_t *req, int status) {
   else if (!c->closing) {
     c->busy = 0;
     handle_lines(c); /* the next request, if one is waiting */
+    resume_reading(c);
   }
   jm__client_unref(c);
 }
@@ -310,6 +313,21 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   handle_lines(c);
+  /* Lines behind a request in flight wait in the kernel, not here, once
+   * MAX_REQUEST bytes are buffered: a client that sends and never reads
+   * its answers cannot grow the daemon's memory. */
+  if (c->busy && !c->closing && c->in.len > MAX_REQUEST) {
+    uv_read_stop(s);
+    c->paused = 1;
+  }
+}
+
+static void resume_reading(jm__client *c) {
+  if (!c->paused || c->closing || c->in.len > MAX_REQUEST)
+    return;
+  c->paused = 0;
+  if (uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb) != 0)
+    client_close(c);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
