@@ -296,6 +296,20 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = 16384;
 }
 
+/* No request in flight and more than MAX_REQUEST bytes without a newline:
+ * answer with an error and hang up.  1 if it did. */
+static int too_long(jm__client *c) {
+  if (c->busy || c->closing || c->in.len <= MAX_REQUEST ||
+      memchr(c->in.p, '\n', c->in.len) != NULL)
+    return 0;
+  uv_read_stop((uv_stream_t *)&c->pipe);
+  c->in.len = 0;
+  c->close_after = 1;
+  c->busy = 1;
+  respond_error(c, "request longer than %d bytes", MAX_REQUEST);
+  return 1;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   jm__client *c = s->data;
   (void)buf;
@@ -304,15 +318,9 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   c->in.len += (size_t)n;
-  if (c->in.len > MAX_REQUEST && memchr(c->in.p, '\n', c->in.len) == NULL) {
-    uv_read_stop(s);
-    c->in.len = 0;
-    c->close_after = 1;
-    c->busy = 1;
-    respond_error(c, "request longer than %d bytes", MAX_REQUEST);
-    return;
-  }
   handle_lines(c);
+  if (too_long(c))
+    return;
   /* Lines behind a request in flight wait in the kernel, not here, once
    * MAX_REQUEST bytes are buffered: a client that sends and never reads
    * its answers cannot grow the daemon's memory. */
@@ -322,8 +330,9 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
+/* After an answer: read again once the buffer has drained. */
 static void resume_reading(jm__client *c) {
-  if (!c->paused || c->closing || c->in.len > MAX_REQUEST)
+  if (too_long(c) || !c->paused || c->closing || c->in.len > MAX_REQUEST)
     return;
   c->paused = 0;
   if (uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, read_cb) != 0)
