@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define MAX_REQUEST (64 * 1024)
@@ -365,6 +366,14 @@ int jm__control_start(jm__daemon *d, jm_error *err) {
   d->sock_path = jm_mirror_sibling(d->db_path, ".sock");
   if (d->sock_path == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
+  /* Some libuv versions cut a long path short and bind there, outside the
+   * mirror's directory, where no client looks: refuse it as clients do. */
+  struct sockaddr_un sa;
+  if (strlen(d->sock_path) >= sizeof sa.sun_path)
+    return jm__errf(err, -ENAMETOOLONG,
+                    "control socket path '%s' is too long for a Unix socket "
+                    "(%zu bytes at most); use a shorter --mirror path",
+                    d->sock_path, sizeof sa.sun_path - 1);
   /* We hold the writer lock, so no other daemon serves this mirror: a
    * socket file left here is stale. */
   unlink(d->sock_path);
