@@ -148,14 +148,16 @@ int jm__store_current(jm_store *s, const char *id, jm_error *err) {
   if (rc == 1)
     return 0;
   for (int attempt = 0; attempt < 2; attempt++) {
+    /* The daemon may have started or stopped in between: try the other,
+     * keeping the second failure's message if that fails too. */
+    if (attempt)
+      jm_error_clear(err);
     if (daemon_owns(s))
       rc = via_daemon(s, id, err);
     else
       rc = by_ourselves(s, id, err);
-    /* The daemon may have started or stopped in between: try the other. */
     if (rc != JM_ELOCKED && rc != JM_ENODAEMON)
       break;
-    jm_error_clear(err);
   }
   return rc;
 }
