@@ -224,9 +224,16 @@ static int set_json(json_t *ev, const char *key, const char *text,
   return 0;
 }
 
-static void set_str(json_t *ev, const char *key, const char *v) {
-  if (v != NULL)
-    json_object_set_new(ev, key, json_string(v));
+/* ev[key] = v (NULL: leave absent).  json_string() refuses text that is
+ * not UTF-8: say so rather than drop the member. */
+static int set_str(json_t *ev, const char *key, const char *v, jm_error *err) {
+  if (v == NULL)
+    return 0;
+  json_t *j = json_string(v);
+  if (j == NULL)
+    return jm__errf(err, JM_EEVENT, "member '%s' is not valid UTF-8", key);
+  json_object_set_new(ev, key, j);
+  return 0;
 }
 
 int jm_store_create(jm_store *s, const char *id, const char *title,
@@ -242,9 +249,11 @@ int jm_store_create(jm_store *s, const char *id, const char *title,
   if (exists(s, id))
     return jm__errf(err, -EEXIST, "conversation '%s' already exists", id);
   json_t *ev = json_pack("{s:s}", "type", "conversation.created");
-  set_str(ev, "title", title);
-  set_str(ev, "brain", brain);
-  int rc = set_json(ev, "meta", meta_json, err);
+  int rc = set_str(ev, "title", title, err);
+  if (rc == 0)
+    rc = set_str(ev, "brain", brain, err);
+  if (rc == 0)
+    rc = set_json(ev, "meta", meta_json, err);
   if (rc != 0) {
     json_decref(ev);
     return rc;
@@ -273,11 +282,15 @@ int jm_store_add_message(jm_store *s, const char *conv_id,
   if (ev == NULL)
     return jm__errf(err, JM_EEVENT,
                     "message: role and content must be UTF-8 text");
-  set_str(ev, "parent_id", m->parent_id);
-  set_str(ev, "brain", m->brain);
-  set_str(ev, "reasoning_level", m->reasoning_level);
-  set_str(ev, "thinking", m->thinking);
-  int rc = set_json(ev, "meta", m->meta_json, err);
+  int rc = set_str(ev, "parent_id", m->parent_id, err);
+  if (rc == 0)
+    rc = set_str(ev, "brain", m->brain, err);
+  if (rc == 0)
+    rc = set_str(ev, "reasoning_level", m->reasoning_level, err);
+  if (rc == 0)
+    rc = set_str(ev, "thinking", m->thinking, err);
+  if (rc == 0)
+    rc = set_json(ev, "meta", m->meta_json, err);
   if (rc != 0) {
     json_decref(ev);
     return rc;
@@ -290,8 +303,13 @@ int jm_store_add_message(jm_store *s, const char *conv_id,
 
 int jm_store_rename(jm_store *s, const char *conv_id, const char *title,
                     jm_error *err) {
-  json_t *ev = json_pack("{s:s,s:s?}", "type", "conversation.updated",
-                         "title", title);
+  json_t *ev = json_pack("{s:s,s:n}", "type", "conversation.updated",
+                         "title");
+  int rc = set_str(ev, "title", title, err);
+  if (rc != 0) {
+    json_decref(ev);
+    return rc;
+  }
   return append_event(s, conv_id, ev, 0, err);
 }
 
