@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -236,12 +237,41 @@ static int set_str(json_t *ev, const char *key, const char *v, jm_error *err) {
   return 0;
 }
 
+/* A generated id (conversation or message).  jm__id_generate() draws the
+ * random part afresh each time, so two ids made in one millisecond sort at
+ * random; the store promises creation order.  An id that does not sort
+ * after the last one this process made becomes that one plus one (in the
+ * random part), as monotonic ULIDs do. */
+static pthread_mutex_t gen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char gen_last[27];
+
+static int generate_id(char out[27]) {
+  static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
+  if (jm__id_generate(out) != 0)
+    return -1;
+  pthread_mutex_lock(&gen_mu);
+  if (strcmp(out, gen_last) <= 0) {
+    memcpy(out, gen_last, sizeof gen_last);
+    for (int i = 25; i >= 10; i--) {
+      const char *d = strchr(b32, out[i]);
+      if (d[1] != '\0') {
+        out[i] = d[1];
+        break;
+      }
+      out[i] = '0'; /* carry */
+    }
+  }
+  memcpy(gen_last, out, sizeof gen_last);
+  pthread_mutex_unlock(&gen_mu);
+  return 0;
+}
+
 int jm_store_create(jm_store *s, const char *id, const char *title,
                     const char *brain, const char *meta_json, char *id_out,
                     jm_error *err) {
   char gen[27];
   if (id == NULL) {
-    if (jm__id_generate(gen) != 0)
+    if (generate_id(gen) != 0)
       return jm__errf(err, -EIO, "cannot generate an id");
     id = gen;
   } else if (jm_id_check(id, strlen(id), err) != 0)
@@ -269,7 +299,7 @@ int jm_store_add_message(jm_store *s, const char *conv_id,
   char gen[27];
   const char *mid = m->id;
   if (mid == NULL) {
-    if (jm__id_generate(gen) != 0)
+    if (generate_id(gen) != 0)
       return jm__errf(err, -EIO, "cannot generate an id");
     mid = gen;
   }
