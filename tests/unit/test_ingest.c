@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -880,6 +881,113 @@ static void test_ingest_drift(void) {
   mt_buf_free(&b);
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Verify sees every column of every table.                             */
+
+static int grab(void *ctx, const jm_verify_item *it) {
+  if (it->state != JM_VERIFY_OK)
+    snprintf(ctx, 512, "%s", it->detail);
+  return 0;
+}
+
+static void test_verify_sees_tampering(void) {
+  static const struct {
+    const char *sql, *detail;
+  } t[] = {
+      {"DELETE FROM messages WHERE id = 'm1'", "1 missing message ('m1')"},
+      {"INSERT INTO messages (conversation_id, id, seq, role, content, status,"
+       " created_at, updated_at) VALUES ('c1', 'zz', 99, 'user', '',"
+       " 'complete', 'x', 'x')",
+       "1 extra message ('zz')"},
+      {"UPDATE messages SET seq = seq + 100 WHERE id = 'm1'", "('m1': seq)"},
+      {"UPDATE messages SET role = 'tool' WHERE id = 'm1'", "('m1': role)"},
+      {"UPDATE messages SET content = content || '!' WHERE id = 'm1'",
+       "('m1': content)"},
+      {"UPDATE messages SET parent_id = 'p' WHERE id = 'm1'",
+       "('m1': parent_id)"},
+      {"UPDATE messages SET brain = NULL WHERE id = 'm1'", "('m1': brain)"},
+      {"UPDATE messages SET reasoning_level = 'x' WHERE id = 'm1'",
+       "('m1': reasoning_level)"},
+      {"UPDATE messages SET thinking = '' WHERE id = 'm2'", "('m2': thinking)"},
+      {"UPDATE messages SET meta = '{}' WHERE id = 'm1'", "('m1': meta)"},
+      {"UPDATE messages SET status = 'streaming' WHERE id = 'm1'",
+       "('m1': status)"},
+      {"UPDATE messages SET stop_reason = 'y' WHERE id = 'm2'",
+       "('m2': stop_reason)"},
+      {"UPDATE messages SET usage = NULL WHERE id = 'm2'", "('m2': usage)"},
+      {"UPDATE messages SET created_at = 'c' WHERE id = 'm1'",
+       "('m1': created_at)"},
+      {"UPDATE messages SET updated_at = 'u' WHERE id = 'm1'",
+       "('m1': updated_at)"},
+      {"UPDATE messages SET edited_at = 'e' WHERE id = 'm1'",
+       "('m1': edited_at)"},
+      {"UPDATE messages SET content = 'a', role = 'tool' WHERE id = 'm2'",
+       "('m2': role,content)"},
+      {"UPDATE conversations SET title = 'T'", "differs in title"},
+      {"UPDATE conversations SET brain = 'B'", "differs in brain"},
+      {"UPDATE conversations SET meta = NULL", "differs in meta"},
+      {"UPDATE conversations SET created_at = NULL", "differs in created_at"},
+      {"UPDATE conversations SET updated_at = 'z'", "differs in updated_at"},
+      {"UPDATE conversations SET deleted_at = 'd'", "differs in deleted_at"},
+      {"UPDATE conversations SET message_count = 7",
+       "differs in message_count"},
+      {"UPDATE conversations SET bad_lines = 0", "differs in bad_lines"},
+      {"UPDATE conversations SET unknown_events = 0",
+       "differs in unknown_events"},
+      {"DELETE FROM bad_lines WHERE line = 2", "1 bad-line record differ"},
+      {"DELETE FROM bad_lines", "2 bad-line records differ"},
+      {"INSERT INTO bad_lines VALUES ('c1', 3, 5, 'too_long', 'm')",
+       "1 bad-line record differ"},
+      {"UPDATE bad_lines SET reason = 'bad_ts' WHERE line = 2",
+       "2 bad-line records differ"},
+      {"UPDATE bad_lines SET byte_offset = byte_offset + 1 WHERE line = 2",
+       "2 bad-line records differ"},
+      {"UPDATE sources SET lines = lines + 1", "mirror says"},
+      {"DELETE FROM conversations", "conversation row missing"},
+  };
+  const char *root = mt_root("tamper");
+  mt_buf b = {0};
+  mt_line(&b, "{'type':'conversation.created','title':'t','brain':'b',"
+              "'meta':{'a':1},'ts':'2026-01-01T00:00:00Z'}");
+  mt_line(&b, "{bad");
+  mt_line(&b, "{'type':'message','id':'m1','role':'user','content':'hi',"
+              "'brain':'x','meta':[1],'ts':'2026-01-01T00:00:01Z'}");
+  mt_line(&b, "{'type':'message.delta','id':'m2','text':'yo','thinking':'t',"
+              "'ts':'2026-01-01T00:00:02Z'}");
+  mt_line(&b, "{'type':'message.end','id':'m2','stop_reason':'s',"
+              "'usage':{'n':1},'ts':'2026-01-01T00:00:03Z'}");
+  mt_line(&b, "{'type':'x.y','ts':'2026-01-01T00:00:04Z'}");
+  mt_line(&b, "[2]");
+  mt_write(root, "c1", b.p, b.len);
+  jm_mirror *m = mt_open(root, NULL, 0);
+  mt_ingest(m, "c1", NULL);
+  mt_verify_ok(m);
+  const char *db = jm_mirror_db_path(m);
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    sqlite3 *h;
+    ASSERT_EQ(sqlite3_open(db, &h), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(h, t[i].sql, NULL, NULL, &msg) != SQLITE_OK)
+      test_fail(__FILE__, __LINE__, "%s: %s", t[i].sql, msg);
+    ASSERT_EQ(sqlite3_changes(h) > 0, 1);
+    sqlite3_close(h);
+    char detail[512] = "";
+    jm_verify_summary sum;
+    jm_error err;
+    jm_error_clear(&err);
+    ASSERT_OK(jm_mirror_verify(m, NULL, 0, 1, grab, detail, NULL, NULL, &sum,
+                               &err));
+    if (sum.drift != 1 || strstr(detail, t[i].detail) == NULL)
+      test_fail(__FILE__, __LINE__, "after %s: %llu drift, detail '%s'",
+                t[i].sql, (unsigned long long)sum.drift, detail);
+    mt_replay(m, "c1", 1);
+    mt_verify_ok(m);
+  }
+  jm_mirror_close(m);
+  mt_buf_free(&b);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_generator_sanity),
     TEST_CASE_T(test_property_seeds_1_4, 120),
@@ -889,6 +997,7 @@ static const test_case cases[] = {
     TEST_CASE_T(test_big_file_threads_max_line_4096, 120),
     TEST_CASE(test_bad_line_categories),
     TEST_CASE(test_ingest_drift),
+    TEST_CASE(test_verify_sees_tampering),
     {0},
 };
 
