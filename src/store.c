@@ -14,7 +14,8 @@
  *      wait at most wait_ms; if no daemon runs, take the writer lock for a
  *      moment and ingest it here.  Then answer.
  * Listing and search do the same for every conversation this store wrote
- * since its last read (read-your-writes), without stat'ing the rest.
+ * since its last read (read-your-writes) and every file whose stat differs
+ * from what the mirror recorded (another process's writes).
  */
 #include "mirror_int.h"
 #include "jmirror/daemon.h"
@@ -168,13 +169,13 @@ static int collect_stale(void *ctx, const char *id) {
 }
 
 /* Before a read across conversations (list, search): what this store wrote
- * (read-your-writes) and, when no daemon keeps the mirror current, every
- * file that changed since the mirror read it (a stat each; nothing is
- * locked unless something changed). */
+ * (read-your-writes) and every file that changed since the mirror read it
+ * (a stat each; nothing is locked or asked of the daemon unless something
+ * changed).  With a daemon too: it notices a write only some time after
+ * it, so `jmirror add` then `jmirror ls` (two processes) would otherwise
+ * race it. */
 int jm__store_flush_written(jm_store *s, jm_error *err) {
-  int rc = 0;
-  if (!daemon_owns(s))
-    rc = jm__mirror_stale(s->m, collect_stale, s, err);
+  int rc = jm__mirror_stale(s->m, collect_stale, s, err);
   for (size_t i = 0; i < s->nwritten && rc == 0; i++)
     rc = jm__store_current(s, s->written[i], err);
   if (rc == 0) {
