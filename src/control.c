@@ -146,12 +146,14 @@ json_t *jm__status_json(jm__daemon *d) {
   if (d->job)
     busy = d->job->kind == JM__JOB_INGEST      ? "ingest"
            : d->job->kind == JM__JOB_RECONCILE ? "reconcile"
+           : d->job->kind == JM__JOB_INDEX     ? "search index"
                                                : "request";
   size_t queued = 0;
   for (jm__cstate *c = d->dirty_head; c; c = c->dnext)
     queued++;
   return json_pack(
-      "{s:b,s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?,s:s?,s:b}", "ok",
+      "{s:b,s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?,s:s?,s:b,s:b}",
+      "ok",
       1, "pid", (int)getpid(), "root", d->root, "mirror", d->db_path,
       "uptime_s", (json_int_t)((jm__now_ms() - d->start_ms) / 1000),
       "files_tracked", (json_int_t)d->ncstates, "bytes_behind",
@@ -160,7 +162,8 @@ json_t *jm__status_json(jm__daemon *d) {
       (json_int_t)d->bad_lines, "ignored_files",
       (json_int_t)d->ignored_files, "replays", (json_int_t)d->replays,
       "last_error", d->last_error[0] ? d->last_error : NULL, "busy", busy,
-      "journal_present", d->watch != NULL);
+      "journal_present", d->watch != NULL, "search_index_complete",
+      d->index_done);
 }
 
 /* Check "ids": an array of valid conversation ids (may be required). */

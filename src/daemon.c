@@ -393,6 +393,20 @@ static void finish_reconcile(jm__daemon *d, jm__job *j) {
   check_waiters(d, NULL, 1);
 }
 
+static void finish_index(jm__daemon *d, jm__job *j) {
+  jm__log(d, JM_LOG_DEBUG, "search index: rc %d, upto %lld of %lld%s", j->rc,
+          (long long)j->sp.upto, (long long)j->sp.max_rowid,
+          j->sp.done ? ", complete" : "");
+  if (j->rc != 0) {
+    if (j->rc != JM_ECANCELED)
+      note_failure(d, "", j->err.msg);
+    return;
+  }
+  if (j->sp.done && !d->index_done)
+    jm__log(d, JM_LOG_INFO, "search index complete");
+  d->index_done = j->sp.done;
+}
+
 static void finish_request(jm__daemon *d, jm__job *j) {
   if (j->rc != 0 && j->rc != JM_ECANCELED)
     snprintf(d->last_error, sizeof d->last_error, "%s", j->err.msg);
@@ -400,6 +414,7 @@ static void finish_request(jm__daemon *d, jm__job *j) {
   if (j->rc == 0 && strcmp(cmd, "replay") == 0) {
     d->replays++;
     d->want_reconcile = 1; /* refresh offsets from the rebuilt rows */
+    d->index_done = 0;     /* a rebuilt mirror's index starts empty */
   }
   jm__respond(j->r->client, j->response);
   j->response = NULL;
@@ -424,6 +439,9 @@ static void job_after(uv_work_t *w, int status) {
     break;
   case JM__JOB_REQUEST:
     finish_request(d, j);
+    break;
+  case JM__JOB_INDEX:
+    finish_index(d, j);
     break;
   }
   job_free(j);
@@ -482,6 +500,11 @@ void jm__schedule(jm__daemon *d) {
      * lose its rows.  The dirty list waits for the reconcile on return. */
     if ((j = ingest_job(d)) == NULL)
       return;
+  } else if (!d->index_done && d->watch != NULL &&
+             !uv_is_active((uv_handle_t *)&d->retry_timer)) {
+    if ((j = calloc(1, sizeof *j)) == NULL)
+      return;
+    j->kind = JM__JOB_INDEX; /* idle: grow the search index a little */
   } else
     return;
   start_job(d, j);

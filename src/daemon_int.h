@@ -48,7 +48,12 @@ typedef struct jm__waiter {
   struct jm__daemon *d;
 } jm__waiter;
 
-typedef enum { JM__JOB_INGEST, JM__JOB_RECONCILE, JM__JOB_REQUEST } jm__job_kind;
+typedef enum {
+  JM__JOB_INGEST,
+  JM__JOB_RECONCILE,
+  JM__JOB_REQUEST,
+  JM__JOB_INDEX, /* a slice of the full-text index, when nothing else waits */
+} jm__job_kind;
 
 typedef struct jm__job_item {
   char *id;
@@ -73,6 +78,8 @@ typedef struct jm__job {
   /* request: the request and its response */
   jm__request *r;
   json_t *response;
+  /* index */
+  jm_search_progress sp;
   int rc;
   jm_error err;
 } jm__job;
@@ -98,6 +105,7 @@ typedef struct jm__daemon {
   size_t nbuckets, ncstates;
   jm__cstate *dirty_head, *dirty_tail;
   int want_reconcile;         /* a full scan is due */
+  int index_done;             /* the full-text index covers every row */
   /* work */
   jm__job *job;               /* the running job, or NULL */
   jm__request *req_head, *req_tail;

@@ -150,21 +150,29 @@ static int too_deep(const json_t *v, int depth) {
   return 0;
 }
 
-static size_t count_openers(const char *p, size_t n) {
-  size_t c = 0;
-  for (size_t i = 0; i < n; i++)
-    c += (p[i] == '{') | (p[i] == '[');
-  return c;
-}
-
 /* Parse with jansson and rank JSON-level faults.  Returns the root or NULL
- * with *bad set (or *oom set). */
+ * with *bad set (or *oom set).
+ *
+ * jansson rejects every malformed UTF-8 sequence (overlongs, surrogates,
+ * beyond U+10FFFF, stray bytes), so a line it accepts is valid UTF-8 and
+ * the byte-level check only runs on lines it refuses, to rank
+ * invalid_utf8 before invalid_json: one pass over the bytes saved on every
+ * good line. */
 static json_t *parse_json(const char *line, size_t len, jm_bad *bad,
                           int *oom) {
   const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
   json_error_t e, dup_e;
   json_t *root = json_loadb(line, len, flags | JSON_REJECT_DUPLICATES, &e);
   int dup = 0;
+  if (root == NULL && json_error_code(&e) == json_error_out_of_memory) {
+    *oom = 1;
+    return NULL;
+  }
+  size_t at = 0;
+  if (root == NULL && !jm__utf8_valid(line, len, &at)) {
+    set_bad(bad, JM_BAD_INVALID_UTF8, "invalid UTF-8 at byte %zu", at);
+    return NULL;
+  }
   if (root == NULL && json_error_code(&e) == json_error_duplicate_key) {
     dup = 1; /* rank it: a later syntax error outranks the duplicate */
     dup_e = e;
@@ -185,7 +193,8 @@ static json_t *parse_json(const char *line, size_t len, jm_bad *bad,
               e.position, e.text);
     return NULL;
   }
-  if (count_openers(line, len) > JM_MAX_DEPTH && too_deep(root, 1)) {
+  /* Depth: a walk of the parsed tree (an event has a dozen nodes). */
+  if (too_deep(root, 1)) {
     set_bad(bad, JM_BAD_INVALID_JSON,
             "invalid JSON: nested deeper than %d arrays/objects",
             JM_MAX_DEPTH);
@@ -371,11 +380,6 @@ json_t *jm__event_load(const char *line, size_t len, size_t max_line,
   if (len > max_line) {
     set_bad(bad, JM_BAD_TOO_LONG, "line of %zu bytes exceeds the maximum of %zu",
             len, max_line);
-    return NULL;
-  }
-  size_t at = 0;
-  if (!jm__utf8_valid(line, len, &at)) {
-    set_bad(bad, JM_BAD_INVALID_UTF8, "invalid UTF-8 at byte %zu", at);
     return NULL;
   }
   return parse_json(line, len, bad, oom);

@@ -10,7 +10,9 @@
  *              worked through in many short jobs;
  *   reconcile  one scan of journal/ (a stat per file, nothing read);
  *   request    a control request: replay, verify, ingest (these may be
- *              long; jm_mirror_interrupt() cancels them at shutdown).
+ *              long; jm_mirror_interrupt() cancels them at shutdown);
+ *   index      a slice of the full-text index, only when nothing else
+ *              waits (after a rebuild the index starts empty).
  * Results are written into the job and read back on the loop thread.
  */
 #include "daemon_int.h"
@@ -22,6 +24,7 @@
 #define SLICE_BYTES ((uint64_t)4 << 20)
 #define SLICE_EVENTS 20000
 #define BUDGET_MS 50
+#define INDEX_ROWS 500 /* ~0.75 MB of content: tens of milliseconds */
 
 static void run_ingest(jm__job *j) {
   jm__daemon *d = j->d;
@@ -248,6 +251,9 @@ void jm__job_run(uv_work_t *w) {
     break;
   case JM__JOB_REQUEST:
     run_request(j);
+    break;
+  case JM__JOB_INDEX:
+    j->rc = jm_mirror_index_step(j->d->m, INDEX_ROWS, &j->sp, &j->err);
     break;
   }
 }

@@ -322,6 +322,13 @@ int jm_mirror_open(jm_mirror **out, const char *root,
   } else if ((rc = jm__migrate(m->db, jm__migrations, jm__n_migrations,
                                m->db_path, err)) != 0)
     goto fail;
+  else /* an empty mirror's search index is complete: every row to come
+        * is kept in step by the triggers */
+    sqlite3_exec(m->db,
+                 "UPDATE settings SET value = '9223372036854775807' WHERE "
+                 "key = 'search_upto' AND value != '9223372036854775807' AND "
+                 "NOT EXISTS (SELECT 1 FROM messages)",
+                 NULL, NULL, NULL);
   *out = m;
   return 0;
 fail:

@@ -102,8 +102,8 @@ int jm__mirror_stale(jm_mirror *m, int (*fn)(void *ctx, const char *id),
 /* ingest.c: 1 if the mirror has read id's file as it is now. */
 int jm__mirror_current(jm_mirror *m, const char *id, jm_error *err);
 
-/* replay.c: drop the triggers on messages, return their SQL (malloc'd). */
-char *jm__suspend_triggers(jm_mirror *s, jm_error *err);
+/* searchindex.c: rows with rowid <= *upto are in the full-text index. */
+int jm__search_upto(jm_mirror *m, int64_t *upto);
 
 /* Hashes of a file's first line and of the bytes before an offset. */
 int jm__hash_head(int fd, uint64_t offset, unsigned char out[32]);

@@ -270,8 +270,7 @@ static void scan_free(scan *sc) {
 }
 
 /* Open the scratch database, tuned for one bulk load nobody else sees. */
-static int open_scratch(jm_mirror *m, jm_mirror *fresh, char **triggers,
-                        jm_error *err) {
+static int open_scratch(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
   memset(fresh, 0, sizeof *fresh);
   fresh->lock_fd = -1;
   fresh->root = m->root;
@@ -297,8 +296,6 @@ static int open_scratch(jm_mirror *m, jm_mirror *fresh, char **triggers,
   if (rc == 0)
     rc = jm__migrate(fresh->db, jm__migrations, jm__n_migrations,
                      fresh->db_path, err);
-  if (rc == 0 && (*triggers = jm__suspend_triggers(fresh, err)) == NULL)
-    rc = err && err->code ? err->code : -ENOMEM;
   return rc;
 }
 
@@ -313,54 +310,10 @@ static void close_scratch(jm_mirror *fresh) {
   fresh->db_path = NULL;
 }
 
-/* Triggers on messages (the search index's) are dropped for the bulk load
- * and their SQL kept, so the index is built once at the end ('rebuild' is
- * far cheaper than a trigger per row) and the triggers restored as the
- * migrations wrote them.  Returns the saved SQL (malloc'd, ";"-joined). */
-char *jm__suspend_triggers(jm_mirror *s, jm_error *err) {
-  sqlite3_stmt *st;
-  jm__buf sql = {0}, drop = {0};
-  if (sqlite3_prepare_v2(s->db,
-                         "SELECT name, sql FROM sqlite_master WHERE type = "
-                         "'trigger' AND tbl_name = 'messages'",
-                         -1, &st, NULL) != SQLITE_OK) {
-    jm__sql_err(s, err, "cannot list triggers");
-    return NULL;
-  }
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    jm__buf_printf(&drop, "DROP TRIGGER \"%s\";",
-                   (const char *)sqlite3_column_text(st, 0));
-    jm__buf_printf(&sql, "%s;\n", (const char *)sqlite3_column_text(st, 1));
-  }
-  sqlite3_finalize(st);
-  if (drop.len && jm__exec(s, drop.p, err) != 0) {
-    jm__buf_release(&drop);
-    jm__buf_release(&sql);
-    return NULL;
-  }
-  jm__buf_release(&drop);
-  return sql.p ? sql.p : jm__strdup("");
-}
-
-/* Build the search index of everything loaded, then restore the triggers. */
-static int build_search(jm_mirror *fresh, const char *triggers,
-                        jm_error *err) {
-  int rc = jm__exec(fresh,
-                    "INSERT INTO messages_fts (messages_fts) VALUES "
-                    "('rebuild')",
-                    err);
-  if (rc == 0 && triggers[0])
-    rc = jm__exec(fresh, triggers, err);
-  return rc;
-}
-
 /* Sync the scratch file, then copy it into the live mirror in one step. */
 static int swap_in(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
-  int fd = jm__open(fresh->db_path, O_RDONLY, 0);
-  if (fd >= 0) {
-    jm__sys.fsync(fd);
-    jm__close(fd);
-  }
+  /* No sync of the scratch file: it is read from the page cache and
+   * deleted; the live mirror's own commit is what counts. */
   sqlite3_backup *b = sqlite3_backup_init(m->db, "main", fresh->db, "main");
   if (b == NULL)
     return jm__sql_err(m, err, "cannot start copying the rebuilt mirror");
@@ -397,9 +350,8 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
   for (size_t i = 0; rc == 0 && i < sc.n; i++)
     sc.files[i].user = &sc.info[i];
   jm_mirror fresh;
-  char *triggers = NULL;
   if (rc == 0)
-    rc = open_scratch(m, &fresh, &triggers, err);
+    rc = open_scratch(m, &fresh, err);
   else
     memset(&fresh, 0, sizeof fresh);
   sink_ctx s = {0};
@@ -420,19 +372,16 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
                           m->max_line, &sink);
     if (rc == -ENOMEM)
       jm__errf(err, rc, "out of memory");
-    stats->rows_seconds = now_s() - t0;
-    if (rc == 0 && !jm__canceled(m))
-      rc = build_search(&fresh, triggers, err);
-    stats->search_seconds = now_s() - t0 - stats->rows_seconds;
     rc = rc ? rc : jm__exec(&fresh, "COMMIT", err);
+    stats->rows_seconds = now_s() - t0;
   }
-  free(triggers);
   jm__fold_release(&s.fold);
   jm__set_aux(m, NULL);
   if (rc == 0 && jm__canceled(m))
     rc = JM_ECANCELED;
   if (rc == 0)
     rc = swap_in(m, &fresh, err);
+  stats->swap_seconds = now_s() - t0 - stats->rows_seconds;
   close_scratch(&fresh);
   if (rc == JM_ECANCELED || jm__canceled(m))
     rc = jm__errf(err, JM_ECANCELED, "rebuild of '%s' canceled",

@@ -13,6 +13,10 @@
  *     first, and the snippet is cut here around the first occurrence.
  * Emoji are single code points, so an emoji alone is a short word: found
  * by scanning, correctly if slowly on a very large mirror.
+ *
+ * The index may be incomplete (settings.search_upto, migration 0003): rows
+ * above the mark are scanned, every word as LIKE, so results are complete
+ * while the index is being built; they rank after the indexed hits.
  */
 #include "store_int.h"
 
@@ -103,35 +107,42 @@ static char *fts_query(const words *w) {
   return b.p;
 }
 
-/* The SQL: the FTS variant or the scan, plus one LIKE per short word. */
+/*
+ * The SQL.  Parameters: ?1/?2 the marks, ?3 the FTS query, ?4 the
+ * conversation (or NULL), ?5 include deleted, ?6 the limit, ?7 the first
+ * word (snippets cut here), ?8 search_upto, ?(9+i) word i as a LIKE
+ * pattern.  With long words: FTS5 over the indexed rows (rowid <= ?8),
+ * short words as LIKE filters, UNION ALL a scan of the rows not yet indexed
+ * (rowid > ?8, every word as LIKE), best rank first.  Without: one scan.
+ */
 static char *build_sql(const words *w, int use_fts) {
+  static const char filters[] =
+      " AND (?4 IS NULL OR m.conversation_id = ?4)"
+      " AND (?5 OR c.deleted_at IS NULL)";
+  static const char scan[] =
+      "SELECT m.conversation_id, m.id, m.seq, m.role, NULL AS snip,"
+      " m.created_at, 0 AS r, m.content, instr(lower(m.content), lower(?7))"
+      " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+      " WHERE m.rowid > ?8";
   jm__buf b = {0};
-  if (use_fts)
+  if (use_fts) {
     jm__buf_printf(&b,
-                   "SELECT m.conversation_id, m.id, m.seq, m.role,"
-                   " snippet(messages_fts, 0, ?1, ?2, '…', 40), m.created_at,"
-                   " bm25(messages_fts), NULL, 0"
+                   "SELECT * FROM (SELECT m.conversation_id, m.id, m.seq,"
+                   " m.role, snippet(messages_fts, 0, ?1, ?2, '…', 40) AS snip,"
+                   " m.created_at, bm25(messages_fts) AS r, NULL, 0"
                    " FROM messages_fts"
                    " JOIN messages m ON m.rowid = messages_fts.rowid"
                    " JOIN conversations c ON c.id = m.conversation_id"
-                   " WHERE messages_fts MATCH ?3");
-  else
-    jm__buf_printf(&b,
-                   "SELECT m.conversation_id, m.id, m.seq, m.role, NULL,"
-                   " m.created_at, 0, m.content,"
-                   " instr(lower(m.content), lower(?7))"
-                   " FROM messages m"
-                   " JOIN conversations c ON c.id = m.conversation_id"
-                   " WHERE 1");
-  jm__buf_printf(&b, " AND (?4 IS NULL OR m.conversation_id = ?4)"
-                     " AND (?5 OR c.deleted_at IS NULL)");
-  int k = 8;
+                   " WHERE messages_fts MATCH ?3%s", filters);
+    for (int i = 0; i < w->n; i++)
+      if (w->chars[i] < 3)
+        jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", 9 + i);
+    jm__buf_printf(&b, " UNION ALL %s%s", scan, filters);
+  } else
+    jm__buf_printf(&b, "SELECT * FROM (%s%s", scan, filters);
   for (int i = 0; i < w->n; i++)
-    if (w->chars[i] < 3)
-      jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", k++);
-  jm__buf_printf(&b, use_fts ? " ORDER BY bm25(messages_fts) LIMIT ?6"
-                             : " ORDER BY m.created_at DESC, m.seq DESC"
-                               " LIMIT ?6");
+    jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", 9 + i);
+  jm__buf_printf(&b, ") ORDER BY 7, 6 DESC, 3 DESC LIMIT ?6");
   return b.p;
 }
 
@@ -214,8 +225,7 @@ static int run(jm_store *s, sqlite3_stmt *st, const words *w,
     sqlite3_bind_text(st, 4, o->conversation_id, -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 5, o->include_deleted != 0);
   sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
-  if (sqlite3_bind_parameter_index(st, "?7"))
-    sqlite3_bind_text(st, 7, w->w[0], -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 7, w->w[0], -1, SQLITE_STATIC);
   int r;
   while ((r = sqlite3_step(st)) == SQLITE_ROW && out->n < limit)
     if (read_hit(st, w, open, close, &out->items[out->n++]) != 0)
@@ -248,6 +258,11 @@ int jm_store_search(jm_store *s, const char *query,
   int use_fts = 0;
   for (int i = 0; rc == 0 && i < w.n; i++)
     use_fts |= w.chars[i] >= 3;
+  int64_t upto = 0;
+  if (rc == 0 && jm__search_upto(s->m, &upto) != 0)
+    rc = jm__sql_err(s->m, err, "cannot read search index state");
+  if (!use_fts)
+    upto = 0; /* one scan over everything */
   char *sql = rc ? NULL : build_sql(&w, use_fts);
   char *match = rc || !use_fts ? NULL : fts_query(&w);
   char *pats[MAX_WORDS] = {0};
@@ -255,14 +270,15 @@ int jm_store_search(jm_store *s, const char *query,
   if (rc == 0 &&
       sqlite3_prepare_v2(s->m->db, sql, -1, &st, NULL) != SQLITE_OK)
     rc = jm__sql_err(s->m, err, "cannot prepare search");
-  int k = 8;
-  for (int i = 0; rc == 0 && i < w.n; i++)
-    if (w.chars[i] < 3) {
-      pats[i] = like_pattern(w.w[i]);
-      sqlite3_bind_text(st, k++, pats[i], -1, SQLITE_STATIC);
-    }
-  if (rc == 0 && match)
-    sqlite3_bind_text(st, 3, match, -1, SQLITE_STATIC);
+  for (int i = 0; rc == 0 && i < w.n; i++) {
+    pats[i] = like_pattern(w.w[i]);
+    sqlite3_bind_text(st, 9 + i, pats[i], -1, SQLITE_STATIC);
+  }
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 8, upto);
+    if (match)
+      sqlite3_bind_text(st, 3, match, -1, SQLITE_STATIC);
+  }
   if (rc == 0)
     rc = run(s, st, &w, &o, out, err);
   sqlite3_finalize(st);

@@ -139,6 +139,11 @@ static int by_ourselves(jm_store *s, const char *id, jm_error *err) {
     return rc;
   jm_catchup_stats st;
   rc = jm_mirror_catch_up(s->m, &id, 1, NULL, NULL, NULL, &st, err);
+  /* With no daemon to do it, grow an incomplete search index a little on
+   * each catch-up (bounded: a few hundred rows). */
+  jm_search_progress sp;
+  if (rc == 0)
+    jm_mirror_index_step(s->m, 500, &sp, NULL);
   jm_mirror_unlock(s->m);
   return rc;
 }

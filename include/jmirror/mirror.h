@@ -164,6 +164,24 @@ int jm_mirror_changed(jm_mirror *m,
 int jm_mirror_forget(jm_mirror *m, const char *conv_id, jm_error *err);
 
 /* ------------------------------------------------------------------ */
+/* The search index, built incrementally.                               */
+
+typedef struct jm_search_progress {
+  int64_t upto;      /* messages with rowid <= upto are indexed */
+  int64_t max_rowid; /* the largest rowid in messages */
+  int done;          /* the index covers every message */
+} jm_search_progress;
+
+/*
+ * Index the next max_rows messages not yet in the full-text index (0 =
+ * 2000), in one transaction.  p->done when nothing is left.  Search is
+ * complete before that too (unindexed rows are scanned), only slower.
+ * Needs the writer lock.
+ */
+int jm_mirror_index_step(jm_mirror *m, size_t max_rows, jm_search_progress *p,
+                         jm_error *err);
+
+/* ------------------------------------------------------------------ */
 /* Rebuild everything.                                                  */
 
 typedef struct jm_rebuild_stats {
@@ -174,15 +192,17 @@ typedef struct jm_rebuild_stats {
   uint64_t bytes;         /* journal bytes read */
   double seconds;         /* wall time, all of it */
   double rows_seconds;    /* of which: scanning, parsing, folding, rows */
-  double search_seconds;  /* of which: building the full-text index */
+  double swap_seconds;    /* of which: copying it into the live mirror */
 } jm_rebuild_stats;
 
 
 /*
  * Rebuild the whole mirror from journal/ into a fresh database file, then
  * copy it into the live mirror in one step (SQLite's online backup), so
- * readers see the old mirror or the new one, never a half-built one.
- * Needs the writer lock on `m`.  threads 0 = one per core.
+ * readers see the old mirror or the new one, never a half-built one.  The
+ * full-text index starts empty (search scans meanwhile): build it with
+ * jm_mirror_index_step().  Needs the writer lock on `m`.
+ * threads 0 = one per core.
  */
 int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
                       void *progress_ctx, jm_rebuild_stats *stats,

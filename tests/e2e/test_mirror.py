@@ -429,7 +429,8 @@ def test_replay_summaries(tmp):
     r = run_cli("replay", "--all", root=root)
     assert r.code == 0, r
     m = re.match(r"^replayed 3 conversations: 4 events, 2 bad lines, [\d.]+ MB in [\d.]+ s"
-                 r" \(\d+ events/s\) \(some files in journal/ ignored\)\n$", r.out)
+                 r" \(\d+ events/s\) \(some files in journal/ ignored\);"
+                 r" search index built in [\d.]+ s\n$", r.out)
     assert m, r
     assert r.err == "", r
     r = run_cli("replay", "--all", "--json", "--threads", "2", root=root)

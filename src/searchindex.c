@@ -1,0 +1,120 @@
+/*
+ * searchindex.c - building the full-text index incrementally.
+ *
+ * Invariant (migration 0003): every message with rowid <= search_upto is in
+ * messages_fts, and the triggers keep those rows in step.  A step indexes
+ * the next rows above the mark (in rowid order, at most max_rows) and moves
+ * the mark, in one transaction; when no row is left above it, the mark
+ * becomes the largest integer and the triggers cover every future row.
+ * Rows above the mark may be inserted, updated or deleted meanwhile: the
+ * triggers ignore them and the builder picks up whatever they are when it
+ * gets there.  A crash loses at most the current step.
+ */
+#include "mirror_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#define ALL "9223372036854775807"
+
+int jm__search_upto(jm_mirror *m, int64_t *upto) {
+  sqlite3_stmt *st;
+  *upto = INT64_MAX;
+  if (sqlite3_prepare_v2(m->db,
+                         "SELECT CAST(value AS INTEGER) FROM settings WHERE "
+                         "key = 'search_upto'",
+                         -1, &st, NULL) != SQLITE_OK)
+    return JM_ESQLITE;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    *upto = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return 0;
+}
+
+static int64_t max_rowid(jm_mirror *m) {
+  sqlite3_stmt *st;
+  int64_t r = 0;
+  if (sqlite3_prepare_v2(m->db, "SELECT coalesce(max(rowid), 0) FROM messages",
+                         -1, &st, NULL) != SQLITE_OK)
+    return 0;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    r = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return r;
+}
+
+/* Index rows (upto, next] and set the mark to next, or to ALL at the end. */
+static int step_locked(jm_mirror *m, int64_t upto, size_t max_rows,
+                       jm_search_progress *p, jm_error *err) {
+  sqlite3_stmt *st = NULL;
+  int64_t next = upto;
+  int rc = 0;
+  if (sqlite3_prepare_v2(m->db,
+                         "SELECT max(rowid) FROM (SELECT rowid FROM messages "
+                         "WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+                         -1, &st, NULL) != SQLITE_OK)
+    return jm__sql_err(m, err, "cannot plan the search index");
+  sqlite3_bind_int64(st, 1, upto);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)max_rows);
+  if (sqlite3_step(st) == SQLITE_ROW &&
+      sqlite3_column_type(st, 0) != SQLITE_NULL)
+    next = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  if (next > upto) {
+    if (sqlite3_prepare_v2(m->db,
+                           "INSERT INTO messages_fts (rowid, content) SELECT "
+                           "rowid, content FROM messages WHERE rowid > ?1 AND "
+                           "rowid <= ?2",
+                           -1, &st, NULL) != SQLITE_OK)
+      return jm__sql_err(m, err, "cannot build the search index");
+    sqlite3_bind_int64(st, 1, upto);
+    sqlite3_bind_int64(st, 2, next);
+    if (sqlite3_step(st) != SQLITE_DONE)
+      rc = jm__sql_err(m, err, "cannot build the search index");
+    sqlite3_finalize(st);
+  }
+  p->done = next == upto; /* nothing above the mark: complete */
+  if (rc == 0 &&
+      sqlite3_prepare_v2(m->db,
+                         "UPDATE settings SET value = ?1 WHERE key = "
+                         "'search_upto'",
+                         -1, &st, NULL) == SQLITE_OK) {
+    if (p->done)
+      sqlite3_bind_text(st, 1, ALL, -1, SQLITE_STATIC);
+    else
+      sqlite3_bind_int64(st, 1, next);
+    if (sqlite3_step(st) != SQLITE_DONE)
+      rc = jm__sql_err(m, err, "cannot record search index progress");
+    sqlite3_finalize(st);
+  }
+  p->upto = p->done ? INT64_MAX : next;
+  return rc;
+}
+
+int jm_mirror_index_step(jm_mirror *m, size_t max_rows, jm_search_progress *p,
+                         jm_error *err) {
+  jm_search_progress tmp;
+  if (p == NULL)
+    p = &tmp;
+  p->done = 0;
+  if (!jm_mirror_locked(m))
+    return jm__errf(err, JM_EUSAGE,
+                    "building the search index needs the writer lock");
+  int64_t upto;
+  if (jm__search_upto(m, &upto) != 0)
+    return jm__sql_err(m, err, "cannot read search index state");
+  p->upto = upto;
+  p->max_rowid = max_rowid(m);
+  if (upto == INT64_MAX) {
+    p->done = 1;
+    return 0;
+  }
+  int rc = jm__exec(m, "BEGIN IMMEDIATE", err);
+  if (rc)
+    return rc;
+  rc = step_locked(m, upto, max_rows ? max_rows : 2000, p, err);
+  if (rc == 0)
+    return jm__exec(m, "COMMIT", err);
+  jm__exec(m, "ROLLBACK", NULL);
+  return rc;
+}
