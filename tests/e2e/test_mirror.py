@@ -410,6 +410,56 @@ def test_behind_is_not_drift(tmp):
     assert code == 0 and out["ok"] == 3, out
 
 
+def test_verify_during_ingest(tmp):
+    """verify judges one snapshot of the mirror: while files grow and
+    `jmirror ingest` commits over and over, it may call conversations
+    behind but never drift."""
+    import threading
+    root = os.path.join(tmp, "root")
+    ids = corpus(root)
+    stop = threading.Event()
+    errors = []
+    rounds = [0]
+
+    def writer():
+        i = 0
+        try:
+            while not stop.is_set():
+                for cid in ids:
+                    # half a line, then the rest: a writer mid-append
+                    line = ev("message.delta", 2000 + i, id="s%d" % (i // 7), text="x%d " % i)
+                    write(root, cid, line[:len(line) // 2], "ab")
+                    write(root, cid, line[len(line) // 2:] + "\n", "ab")
+                    i += 1
+                r = run_cli("ingest", root=root)
+                if r.code != 0:
+                    errors.append(r)
+                    return
+                rounds[0] += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = {"ok": 0, "behind": 0}
+    try:
+        for _ in range(12):
+            code, out, by = verify_json(root)
+            assert code == 0 and out["drift"] == 0, [
+                c for c in out["conversations"] if c["state"] == "drift"]
+            seen["ok"] += out["ok"]
+            seen["behind"] += out["behind"]
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert rounds[0] > 0
+    print("# %d ingest rounds; verify saw %d ok, %d behind" % (
+        rounds[0], seen["ok"], seen["behind"]), flush=True)
+    assert run_cli("ingest", root=root).code == 0
+    assert_clean(root, tmp, len(ids))
+
+
 # --------------------------------------------------------------------------
 # replay, ingest and verify: summaries and --json shapes.
 
