@@ -183,16 +183,25 @@ static jm__cstate *pop_dirty(jm__daemon *d) {
 void jm__mark_dirty(jm__daemon *d, const char *id) {
   if (jm_id_check(id, strlen(id), NULL) != 0)
     return;
+  char *path = jm_journal_path(d->root, id);
+  struct stat st;
+  int have = path && lstat(path, &st) == 0;
+  free(path);
+  if (have && !S_ISREG(st.st_mode)) {
+    /* Not a journal file (a directory, FIFO, symlink...), as for the scan:
+     * never opened (a FIFO would block the worker for good); the scan
+     * counts it as ignored and drops the rows of a file it replaced. */
+    jm__request_reconcile(d);
+    cstate_remove(d, id); /* last: id may be that entry's own string */
+    return;
+  }
   jm__cstate *c = jm__cstate_get(d, id, 1);
   if (c == NULL) {
     d->want_reconcile = 1;
     return;
   }
-  char *path = jm_journal_path(d->root, id);
-  struct stat st;
-  if (path && lstat(path, &st) == 0)
+  if (have)
     c->size = (uint64_t)st.st_size;
-  free(path);
   push_dirty(d, c);
   jm__schedule(d);
 }
@@ -290,11 +299,13 @@ static void job_free(jm__job *j) {
 static void retry_fire(uv_timer_t *t) {
   jm__daemon *d = t->data;
   for (size_t i = 0; i < d->nbuckets; i++)
-    for (jm__cstate *c = d->buckets[i]; c; c = c->next)
+    for (jm__cstate *c = d->buckets[i], *next; c; c = next) {
+      next = c->next; /* mark_dirty drops an entry that is no file */
       if (c->failed) {
         c->failed = 0;
-        push_dirty(d, c);
+        jm__mark_dirty(d, c->id);
       }
+    }
   jm__schedule(d);
 }
 
