@@ -382,6 +382,42 @@ def test_ignored_names(tmp):
     assert j["daemon"] is False and j["ignored_files"] == 8, j
 
 
+def test_special_files_with_valid_names(tmp):
+    # A directory, a FIFO and a symlink named like journal files are not
+    # journal files (as for the scan): ignored, never opened (a FIFO would
+    # block whoever opens it), and the daemon carries on and stops on time.
+    root = os.path.join(tmp, "root")
+    jdir = os.path.join(root, "journal")
+    append(root, "a", msg("a1", "x"))
+    append(root, "gone", msg("g1", "x"))
+    with Daemon(root) as d:
+        wait_rows(root, 2)
+        os.mkdir(os.path.join(jdir, "dir.jsonl"))
+        os.mkfifo(os.path.join(jdir, "fifo.jsonl"))
+        os.symlink(jfile(root, "a"), os.path.join(jdir, "link.jsonl"))
+        # A conversation's file replaced by a directory: its rows go.
+        os.unlink(jfile(root, "gone"))
+        os.mkdir(jfile(root, "gone"))
+        append(root, "a", msg("a2", "y"))
+        wait_rows(root, 2, timeout=10, conv="a")
+        wait_until(lambda: conv_ids(root) == ["a"], 10, "the rows of 'gone' to go")
+        # A wait for one of them times out instead of hanging the daemon.
+        a = control(root, {"cmd": "wait", "id": "fifo", "offset": 1, "timeout_ms": 200})
+        assert a["ok"] is False and a["error"] == "timed out", a
+        # 'gone' may have been tried once while it was missing and failed
+        # as a directory (an error, retried once): in the end only 'a' is
+        # tracked, nothing is queued and nothing keeps failing.
+        wait_status(root, lambda s: s["ignored_files"] == 4 and s["files_tracked"] == 1 and
+                    s["queued"] == 0, 10, "4 ignored files and 1 tracked")
+        retries = d.log_text().count("retrying")
+        assert retries <= 1, d.log_text()
+        append(root, "a", msg("a3", "z"))
+        wait_rows(root, 3, timeout=10, conv="a")
+        wait_verify_clean(root)
+        assert d.log_text().count("retrying") == retries, d.log_text()
+    # (leaving the with block stopped it with SIGTERM: exit 0 within 10 s)
+
+
 # --------------------------------------------------------------------------
 # journal/ itself going away.
 
