@@ -89,6 +89,22 @@ ssize_t jm__pread_full(int fd, void *buf, size_t n, off_t off) {
   return (ssize_t)done;
 }
 
+uint64_t jm__last_lf(int fd, uint64_t size) {
+  char buf[8192];
+  uint64_t end = size;
+  while (end > 0) {
+    uint64_t start = end > sizeof buf ? end - sizeof buf : 0;
+    ssize_t n = jm__pread_full(fd, buf, (size_t)(end - start), (off_t)start);
+    if (n <= 0)
+      return 0;
+    for (ssize_t i = n - 1; i >= 0; i--)
+      if (buf[i] == '\n')
+        return start + (uint64_t)i + 1;
+    end = start;
+  }
+  return 0;
+}
+
 int jm__fsync_dir(const char *dir) {
   int fd = jm__open(dir, O_RDONLY | O_DIRECTORY, 0);
   if (fd < 0)

@@ -55,6 +55,8 @@ int jm__write_full(int fd, const void *buf, size_t n, size_t *written);
 int jm__pwrite_full(int fd, const void *buf, size_t n, off_t off);
 ssize_t jm__pread_full(int fd, void *buf, size_t n, off_t off);
 int jm__fsync_dir(const char *dir);
+/* Offset just past the last LF in fd's first `size` bytes (0 if none). */
+uint64_t jm__last_lf(int fd, uint64_t size);
 /* mkdir -p with mode 0700 for every component created. 0 or -errno. */
 int jm__mkdirs(const char *path);
 /* open() through the seam, O_CLOEXEC added, EINTR retried. fd or -errno. */

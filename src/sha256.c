@@ -119,3 +119,34 @@ void jm_sha256_hex(const unsigned char d[32], char out[65]) {
   }
   out[64] = '\0';
 }
+
+int jm_sha256_save(const jm_sha256 *c, char out[65]) {
+  if (c->fill != 0)
+    return -1;
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 8; i++)
+    for (int k = 0; k < 8; k++)
+      out[8 * i + k] = hex[(c->h[i] >> (28 - 4 * k)) & 15];
+  out[64] = '\0';
+  return 0;
+}
+
+int jm_sha256_load(jm_sha256 *c, const char *hex, uint64_t len) {
+  if (strlen(hex) != 64 || len % 64 != 0)
+    return -1;
+  for (int i = 0; i < 8; i++) {
+    uint32_t v = 0;
+    for (int k = 0; k < 8; k++) {
+      char ch = hex[8 * i + k];
+      int d = ch >= '0' && ch <= '9' ? ch - '0'
+              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+      if (d < 0)
+        return -1;
+      v = v << 4 | (uint32_t)d;
+    }
+    c->h[i] = v;
+  }
+  c->len = len;
+  c->fill = 0;
+  return 0;
+}

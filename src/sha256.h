@@ -21,4 +21,10 @@ void jm_sha256_final(jm_sha256 *c, unsigned char out[32]);
 /* 64 lower-case hex digits + NUL */
 void jm_sha256_hex(const unsigned char d[32], char out[65]);
 
+/* Save / restore the state between blocks (only when c->fill == 0, i.e.
+ * after a multiple of 64 bytes), as 64 hex digits: lets an incremental
+ * backup hash only the bytes appended since the last one. */
+int jm_sha256_save(const jm_sha256 *c, char out[65]);
+int jm_sha256_load(jm_sha256 *c, const char *hex, uint64_t len);
+
 #endif

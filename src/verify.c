@@ -369,23 +369,6 @@ static int v_canceled(void *ctx) {
 
 /* Planning: what the mirror says about each file ------------------------------ */
 
-/* Just past the last LF of the file (0 if none). */
-static uint64_t last_lf(int fd, uint64_t size) {
-  char buf[8192];
-  uint64_t end = size;
-  while (end > 0) {
-    uint64_t start = end > sizeof buf ? end - sizeof buf : 0;
-    ssize_t n = jm__pread_full(fd, buf, (size_t)(end - start), (off_t)start);
-    if (n <= 0)
-      return 0;
-    for (ssize_t i = n - 1; i >= 0; i--)
-      if (buf[i] == '\n')
-        return start + (uint64_t)i + 1;
-    end = start;
-  }
-  return 0;
-}
-
 static int source_row(vctx *v, const char *id, vfile *vf) {
   sqlite3_stmt *st = prep(
       v, "SELECT s.byte_offset, s.lines, s.head_hash, s.tail_hash,"
@@ -438,7 +421,7 @@ static int plan_file(vctx *v, const char *id, const char *path, vfile *vf,
   struct stat st;
   fstat(fd, &st);
   vf->file_size = (uint64_t)st.st_size;
-  vf->last_lf = last_lf(fd, vf->file_size);
+  vf->last_lf = jm__last_lf(fd, vf->file_size);
   if (!vf->src.found) {
     jm__close(fd);
     it.state = JM_VERIFY_DRIFT;

@@ -8,12 +8,14 @@
  *   daemon.h   jmirrord and the client of its control socket
  *   store.h    conversations and messages for applications: CRUD, ls,
  *              show, search, healed and read-your-writes
+ *   backup.h   consistent incremental backups and their check
  */
 #ifndef JMIRROR_JMIRROR_H
 #define JMIRROR_JMIRROR_H
 
 #define JM_VERSION_STRING "0.1.0"
 
+#include "backup.h"
 #include "daemon.h"
 #include "error.h"
 #include "journal.h"

@@ -108,6 +108,7 @@ int cmd_restore(cli *c, int argc, char **argv);
 int cmd_ls(cli *c, int argc, char **argv);
 int cmd_show(cli *c, int argc, char **argv);
 int cmd_search(cli *c, int argc, char **argv);
+int cmd_backup(cli *c, int argc, char **argv);
 
 extern const command cli_commands[];
 

@@ -134,6 +134,22 @@ const command cli_commands[] = {
    "backups (CACHEDIR.TAG; the Time Machine attribute on macOS).\n"
    "Exit: 0; 1 on an error; 2 usage.\n",
    cmd_status, 1},
+  {"backup", "copy the journal consistently into a backup directory",
+   "usage: jmirror backup DEST [--with-mirror] [--json]\n"
+   "       jmirror backup --check DEST [--json]\n"
+   "\n"
+   "Copy every journal file, up to its last complete line, into\n"
+   "DEST/journal while writers and the daemon run, then write\n"
+   "DEST/MANIFEST.json (bytes and SHA-256 of each file) last and\n"
+   "atomically.  Into an existing backup only new bytes are appended, after\n"
+   "checking that the bytes already there still match; a file that does\n"
+   "not is copied whole and reported.  Files gone from the root are kept.\n"
+   "--with-mirror adds a consistent snapshot of the mirror (VACUUM INTO).\n"
+   "--check reads every byte of DEST and compares it with the manifest.\n"
+   "DEST must be outside the root.  A failed run leaves DEST as the\n"
+   "previous complete backup.\n"
+   "Exit: 0 done (check: all match); 1 an error or a mismatch; 2 usage.\n",
+   cmd_backup, 1},
   {"service", "install jmirrord as a login service (launchd/systemd)",
    "usage: jmirror service install|uninstall|print [--launchd|--systemd]\n"
    "                              [--daemon PATH]\n"
