@@ -322,7 +322,7 @@ static int backup_file(bk *b, const char *id) {
     rc = jm__errf(b->err, -ENOMEM, "out of memory");
     goto out;
   }
-  f.src = jm__open(sp, O_RDONLY | O_NOFOLLOW, 0);
+  f.src = jm__open(sp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
   if (f.src == -ENOENT)
     goto out; /* gone since the scan: the next backup will say so */
   if (f.src < 0) {
@@ -425,7 +425,7 @@ static int hash_file(const char *path, uint64_t *size, char hex[65],
 /* VACUUM INTO a temp file, sync, rename: never a raw copy of a live mirror. */
 static int snapshot_mirror(bk *b, json_t **out) {
   jm_mirror *m;
-  jm_mirror_options mo = {b->opt->db_path, 1, 0};
+  jm_mirror_options mo = {.db_path = b->opt->db_path, .read_only = 1, .max_line = 0};
   int rc = jm_mirror_open(&m, b->root, &mo, b->err);
   if (rc != 0)
     return rc;
@@ -691,7 +691,7 @@ static void problem(checker *c, const char *path, const char *fmt, ...) {
 static int check_one(checker *c, const char *path, uint64_t bytes,
                      const char *sha) {
   char *p = jm__path_join(c->dest, path);
-  int fd = p ? jm__open(p, O_RDONLY | O_NOFOLLOW, 0) : -ENOMEM;
+  int fd = p ? jm__open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0) : -ENOMEM;
   free(p);
   if (fd < 0) {
     problem(c, path, "missing: %s", strerror(-fd));

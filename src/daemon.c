@@ -741,7 +741,7 @@ static void on_reconcile_timer(uv_timer_t *t) {
 /* Set-up ------------------------------------------------------------------------------- */
 
 static int open_mirror(jm__daemon *d, jm_error *err) {
-  jm_mirror_options mo = {d->opt.db_path, 0, d->opt.max_line};
+  jm_mirror_options mo = {.db_path = d->opt.db_path, .read_only = 0, .max_line = d->opt.max_line};
   int rc = jm_mirror_open(&d->m, d->root, &mo, err);
   if (rc != 0)
     return rc;

@@ -9,10 +9,14 @@
  *
  * Generated ids are ULIDs in lower-case Crockford base32: 48 bits of
  * milliseconds then 80 random bits (libuv's uv_random), 26 characters, so
- * ids sort by creation time and never collide in practice.
+ * ids sort by creation time and never collide in practice.  They are
+ * monotonic within a process: an id that would not sort after the last one
+ * made (same millisecond, or a clock step back) is the last one plus one in
+ * its random part, as monotonic ULIDs do.
  */
 #include "internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -64,8 +68,29 @@ int jm_id_check(const char *id, size_t n, jm_error *err) {
   return 0;
 }
 
+static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
+static pthread_mutex_t gen_mu = PTHREAD_MUTEX_INITIALIZER;
+static char gen_last[27]; /* the last id this process made */
+
+/* Make out sort after the last id made; remember it. */
+static void monotonic(char out[27]) {
+  pthread_mutex_lock(&gen_mu);
+  if (strcmp(out, gen_last) <= 0) {
+    memcpy(out, gen_last, sizeof gen_last);
+    for (int i = 25; i >= 10; i--) {
+      const char *d = strchr(b32, out[i]);
+      if (d[1] != '\0') {
+        out[i] = d[1];
+        break;
+      }
+      out[i] = '0'; /* carry */
+    }
+  }
+  memcpy(gen_last, out, sizeof gen_last);
+  pthread_mutex_unlock(&gen_mu);
+}
+
 int jm__id_generate(char out[27]) {
-  static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
   unsigned char rnd[10];
   int rc = uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL);
   if (rc != 0)
@@ -90,5 +115,6 @@ int jm__id_generate(char out[27]) {
     bits -= 5;
   }
   out[26] = '\0';
+  monotonic(out);
   return 0;
 }

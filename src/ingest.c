@@ -413,15 +413,23 @@ static int drifted(int fd, const jm__source *src, const jm__file_state *fs,
   return 0;
 }
 
-int jm_mirror_forget(jm_mirror *m, const char *id, jm_error *err) {
+int jm__forget(jm_mirror *m, const char *id, int *removed, jm_error *err) {
+  *removed = 0;
   int rc = jm__exec(m, "BEGIN IMMEDIATE", err);
   if (rc)
     return rc;
   rc = jm__wipe(m, id, err);
-  if (rc == 0)
+  if (rc == 0) {
+    *removed = sqlite3_changes(m->db) > 0;
     return jm__exec(m, "COMMIT", err);
+  }
   jm__exec(m, "ROLLBACK", NULL);
   return rc;
+}
+
+int jm_mirror_forget(jm_mirror *m, const char *id, jm_error *err) {
+  int removed;
+  return jm__forget(m, id, &removed, err);
 }
 
 typedef struct slice {
@@ -568,17 +576,30 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
   memset(res, 0, sizeof *res);
   if (!jm_mirror_locked(m))
     return jm__errf(err, JM_EUSAGE, "ingest needs the mirror's writer lock");
-  int rc = jm_id_check(id, strlen(id), err);
+  int rc = jm__writable(m, err);
+  if (rc)
+    return rc;
+  rc = jm_id_check(id, strlen(id), err);
   if (rc)
     return rc;
   char *path = jm_journal_path(m->root, id);
   if (path == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
-  int fd = jm__open(path, O_RDONLY | O_NOFOLLOW, 0);
-  if (fd == -ENOENT) {
+  /* O_NONBLOCK: a FIFO named like a journal must not hang us. */
+  int fd = jm__open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+    jm__close(fd); /* not a journal file: as if it were not there */
+    fd = -ENOENT;
+  }
+  if (fd == -ENOENT || fd == -ELOOP) {
     free(path);
-    res->removed = 1;
-    return jm_mirror_forget(m, id, err);
+    if (!jm__journal_dir_present(m))
+      return jm__errf(err, -ENOENT, "journal directory '%s' is missing: "
+                      "nothing removed", m->journal_dir);
+    int had_rows;
+    res->removed = 1; /* the file is gone (whether it had rows or not) */
+    return jm__forget(m, id, &had_rows, err);
   }
   if (fd < 0) {
     rc = jm__errno_f(err, -fd, "cannot open '%s'", path);
@@ -586,13 +607,7 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
     return rc;
   }
   free(path);
-  struct stat st;
   jm__file_state now = {0};
-  if (fstat(fd, &st) != 0) {
-    rc = jm__errno_f(err, errno, "cannot stat journal of '%s'", id);
-    jm__close(fd);
-    return rc;
-  }
   stat_state(&st, &now);
   res->file_size = now.size;
   jm__source src;
@@ -618,6 +633,27 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
   jm__fold_release(&fold);
   jm__close(fd);
   return rc;
+}
+
+/* May rows be folded into this mirror as it was opened? */
+int jm__writable(jm_mirror *m, jm_error *err) {
+  if (m->newer)
+    return jm__errf(err, JM_ESCHEMA, "mirror '%s' was made by a newer "
+                    "jmirror: only 'jmirror replay --all' may replace it",
+                    m->db_path);
+  if (m->built_max_line)
+    return jm__errf(err, JM_EUSAGE, "mirror '%s' was built with a maximum "
+                    "line length of %zu bytes, not %zu: rebuild it with "
+                    "'jmirror replay --all' to change it", m->db_path,
+                    m->built_max_line, m->max_line);
+  return 0;
+}
+
+/* Does journal/ exist?  Without it nothing is "gone": it is a disk not
+ * mounted, a restore in progress, not a deletion. */
+int jm__journal_dir_present(jm_mirror *m) {
+  struct stat st;
+  return stat(m->journal_dir, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* Is the mirror's view of `id` current?  1: its file's stat is what the

@@ -259,6 +259,38 @@ static int set_pragmas(jm_mirror *m, jm_error *err) {
   return rc;
 }
 
+/* The fold depends on the maximum line length: record it on first use, and
+ * notice when the mirror was built with another one (then only a rebuild,
+ * which records the new one, may write). */
+int jm__record_max_line(sqlite3 *db, size_t max_line) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(db,
+                         "INSERT OR REPLACE INTO settings (key, value) VALUES "
+                         "('max_line', ?1)",
+                         -1, &st, NULL) != SQLITE_OK)
+    return JM_ESQLITE;
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)max_line);
+  int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : JM_ESQLITE;
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static void check_max_line(jm_mirror *m) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(m->db,
+                         "SELECT CAST(value AS INTEGER) FROM settings WHERE "
+                         "key = 'max_line'",
+                         -1, &st, NULL) != SQLITE_OK)
+    return;
+  int have = sqlite3_step(st) == SQLITE_ROW;
+  size_t built = have ? (size_t)sqlite3_column_int64(st, 0) : 0;
+  sqlite3_finalize(st);
+  if (!have)
+    jm__record_max_line(m->db, m->max_line);
+  else if (built != m->max_line)
+    m->built_max_line = built;
+}
+
 int jm_mirror_open(jm_mirror **out, const char *root,
                    const jm_mirror_options *opt, jm_error *err) {
   *out = NULL;
@@ -319,16 +351,23 @@ int jm_mirror_open(jm_mirror **out, const char *root,
                     m->db_path, have, known);
       goto fail;
     }
+  } else if (opt && opt->allow_newer &&
+             jm__schema_version(m->db) >
+                 jm__migrations[jm__n_migrations - 1].version) {
+    m->newer = 1; /* left as it is: only a rebuild may touch it */
   } else if ((rc = jm__migrate(m->db, jm__migrations, jm__n_migrations,
                                m->db_path, err)) != 0)
     goto fail;
-  else /* an empty mirror's search index is complete: every row to come
-        * is kept in step by the triggers */
+  else {
+    /* an empty mirror's search index is complete: every row to come is
+     * kept in step by the triggers */
     sqlite3_exec(m->db,
                  "UPDATE settings SET value = '9223372036854775807' WHERE "
                  "key = 'search_upto' AND value != '9223372036854775807' AND "
                  "NOT EXISTS (SELECT 1 FROM messages)",
                  NULL, NULL, NULL);
+    check_max_line(m);
+  }
   *out = m;
   return 0;
 fail:

@@ -40,9 +40,15 @@ struct jm_mirror {
   int lock_fd;        /* open while the writer lock is held, else -1 */
   sqlite3_stmt *stmt[JM__S_COUNT]; /* lazily prepared */
   atomic_int cancel;  /* jm_mirror_interrupt() was called */
+  int newer;          /* opened with allow_newer on a newer schema */
+  size_t built_max_line; /* != 0: the mirror was folded with this maximum,
+                          * not max_line: only a rebuild may write */
   pthread_mutex_t aux_mu; /* guards aux_db against interrupt vs close */
   sqlite3 *aux_db;    /* a scratch database being written (rebuild) */
 };
+
+/* mirror.c: settings.max_line = max_line. */
+int jm__record_max_line(sqlite3 *db, size_t max_line);
 
 /* Has jm_mirror_interrupt() been called? */
 static inline int jm__canceled(jm_mirror *m) {
@@ -99,6 +105,14 @@ int jm__catch_up_one(jm_mirror *m, const char *id,
 int jm__mirror_stale(jm_mirror *m, int (*fn)(void *ctx, const char *id),
                      void *ctx, jm_error *err);
 
+/* ingest.c: wipe a conversation whose file is gone; *removed says
+ * whether it had a row. */
+int jm__forget(jm_mirror *m, const char *id, int *removed, jm_error *err);
+/* ingest.c: 0, or why rows may not be folded into m (newer schema,
+ * another maximum line length): only a rebuild may write then. */
+int jm__writable(jm_mirror *m, jm_error *err);
+/* ingest.c: does journal/ exist? */
+int jm__journal_dir_present(jm_mirror *m);
 /* ingest.c: 1 if the mirror has read id's file as it is now. */
 int jm__mirror_current(jm_mirror *m, const char *id, jm_error *err);
 

@@ -153,7 +153,7 @@ static uint64_t chunk_start(int fd, uint32_t no, uint64_t size, int *err) {
 static int work_chunk(jm__pipeline *p, size_t k, pl_chunk *c) {
   const jm__pl_file *f = &p->files[p->chunk_file[k]];
   uint32_t no = p->chunk_no[k];
-  int fd = jm__open(f->path, O_RDONLY | O_NOFOLLOW, 0);
+  int fd = jm__open(f->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
   if (fd < 0)
     return fd;
   int rc = 0;

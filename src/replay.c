@@ -84,7 +84,7 @@ static int s_end(void *ctx, jm__pl_file *f, uint64_t offset, uint64_t lines) {
   fi->fs.offset = offset;
   fi->fs.lines = lines;
   int rc = 0;
-  int fd = jm__open(f->path, O_RDONLY | O_NOFOLLOW, 0);
+  int fd = jm__open(f->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
   if (fd < 0)
     rc = jm__errno_f(s->err, -fd, "cannot open '%s'", f->path);
   else
@@ -165,20 +165,26 @@ int jm_mirror_replay(jm_mirror *m, const char *id, int threads,
   memset(res, 0, sizeof *res);
   if (!jm_mirror_locked(m))
     return jm__errf(err, JM_EUSAGE, "replay needs the mirror's writer lock");
-  int rc = jm_id_check(id, strlen(id), err);
+  int rc = jm__writable(m, err);
+  if (rc == 0)
+    rc = jm_id_check(id, strlen(id), err);
   if (rc)
     return rc;
   char *path = jm_journal_path(m->root, id);
   if (path == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
   struct stat st;
-  if (lstat(path, &st) != 0) {
-    int e = errno;
+  int e = lstat(path, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : ENOENT;
+  if (e != 0) {
     free(path);
     if (e != ENOENT)
       return jm__errno_f(err, e, "cannot stat journal of '%s'", id);
+    if (!jm__journal_dir_present(m))
+      return jm__errf(err, -ENOENT, "journal directory '%s' is missing: "
+                      "nothing removed", m->journal_dir);
+    int had_rows;
     res->removed = 1;
-    return jm_mirror_forget(m, id, err);
+    return jm__forget(m, id, &had_rows, err);
   }
   file_info fi;
   stat_to_state(&st, &fi.fs);
@@ -296,6 +302,8 @@ static int open_scratch(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
   if (rc == 0)
     rc = jm__migrate(fresh->db, jm__migrations, jm__n_migrations,
                      fresh->db_path, err);
+  if (rc == 0 && jm__record_max_line(fresh->db, m->max_line) != 0)
+    rc = jm__sql_err(fresh, err, "cannot record the maximum line length");
   return rc;
 }
 
@@ -381,6 +389,10 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
     rc = JM_ECANCELED;
   if (rc == 0)
     rc = swap_in(m, &fresh, err);
+  if (rc == 0) { /* replaced whole: now of this schema and maximum */
+    m->newer = 0;
+    m->built_max_line = 0;
+  }
   stats->swap_seconds = now_s() - t0 - stats->rows_seconds;
   close_scratch(&fresh);
   if (rc == JM_ECANCELED || jm__canceled(m))

@@ -24,7 +24,6 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -50,7 +49,7 @@ int jm_store_open(jm_store **out, const char *root,
   jm_journal_options jo;
   jm_journal_options_init(&jo);
   jo.sync = s->opt.sync;
-  jm_mirror_options mo = {s->opt.db_path, 0, 0};
+  jm_mirror_options mo = {.db_path = s->opt.db_path, .read_only = 0, .max_line = 0};
   int rc;
   if ((s->root = jm__strdup(root)) == NULL)
     rc = jm__errf(err, -ENOMEM, "out of memory");
@@ -104,13 +103,17 @@ static int daemon_owns(jm_store *s) {
          strcmp(who, "jmirrord") == 0;
 }
 
-/* Ask jmirrord to ingest `id` now (it replays on drift); bounded wait. */
-static int via_daemon(jm_store *s, const char *id, jm_error *err) {
+/* Ask jmirrord to ingest these conversations now (it replays on drift);
+ * one request, bounded wait. */
+static int via_daemon(jm_store *s, char **ids, size_t n, jm_error *err) {
   jm_client *c;
   int rc = jm_client_connect(s->m->db_path, s->opt.wait_ms, &c, err);
   if (rc != 0)
     return rc;
-  json_t *req = json_pack("{s:s,s:[s]}", "cmd", "ingest", "ids", id);
+  json_t *arr = json_array();
+  for (size_t i = 0; i < n; i++)
+    json_array_append_new(arr, json_string(ids[i]));
+  json_t *req = json_pack("{s:s,s:o}", "cmd", "ingest", "ids", arr);
   char *line = req ? json_dumps(req, JSON_COMPACT) : NULL, *resp = NULL;
   json_decref(req);
   rc = line ? jm_client_request(c, line, &resp, s->opt.wait_ms, err)
@@ -118,8 +121,9 @@ static int via_daemon(jm_store *s, const char *id, jm_error *err) {
   free(line);
   jm_client_close(c);
   if (rc == JM_ETIMEDOUT)
-    return jm__errf(err, rc, "jmirrord did not bring '%s' up to date within "
-                    "%d ms", id, s->opt.wait_ms);
+    return jm__errf(err, rc, "jmirrord did not bring '%s'%s up to date "
+                    "within %d ms", ids[0], n > 1 ? " and others" : "",
+                    s->opt.wait_ms);
   if (rc != 0)
     return rc;
   json_t *r = json_loads(resp, 0, NULL);
@@ -133,12 +137,13 @@ static int via_daemon(jm_store *s, const char *id, jm_error *err) {
 }
 
 /* No daemon: ingest here, under the writer lock for a moment. */
-static int by_ourselves(jm_store *s, const char *id, jm_error *err) {
+static int by_ourselves(jm_store *s, char **ids, size_t n, jm_error *err) {
   int rc = jm_mirror_lock(s->m, s->opt.wait_ms, "jmirror store", err);
   if (rc != 0)
     return rc;
   jm_catchup_stats st;
-  rc = jm_mirror_catch_up(s->m, &id, 1, NULL, NULL, NULL, &st, err);
+  rc = jm_mirror_catch_up(s->m, (const char *const *)ids, n, NULL, NULL, NULL,
+                          &st, err);
   /* With no daemon to do it, grow an incomplete search index a little on
    * each catch-up (bounded: a few hundred rows). */
   jm_search_progress sp;
@@ -148,25 +153,36 @@ static int by_ourselves(jm_store *s, const char *id, jm_error *err) {
   return rc;
 }
 
-int jm__store_current(jm_store *s, const char *id, jm_error *err) {
-  int rc = jm__mirror_current(s->m, id, err);
-  if (rc < 0)
-    return rc;
-  if (rc == 1)
-    return 0;
-  for (int attempt = 0; attempt < 2; attempt++) {
-    /* The daemon may have started or stopped in between: try the other,
-     * keeping the second failure's message if that fails too. */
-    if (attempt)
-      jm_error_clear(err);
-    if (daemon_owns(s))
-      rc = via_daemon(s, id, err);
-    else
-      rc = by_ourselves(s, id, err);
-    if (rc != JM_ELOCKED && rc != JM_ENODAEMON)
-      break;
+/* Bring these conversations up to date (those that are not already). */
+static int make_current(jm_store *s, char **ids, size_t n, jm_error *err) {
+  char **stale = calloc(n ? n : 1, sizeof *stale);
+  size_t k = 0;
+  int rc = stale ? 0 : jm__errf(err, -ENOMEM, "out of memory");
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    int cur = jm__mirror_current(s->m, ids[i], err);
+    if (cur < 0)
+      rc = cur;
+    else if (cur == 0)
+      stale[k++] = ids[i];
   }
+  for (int attempt = 0; rc == 0 && k > 0 && attempt < 2; attempt++) {
+    rc = daemon_owns(s) ? via_daemon(s, stale, k, err)
+                        : by_ourselves(s, stale, k, err);
+    /* The daemon may have started or stopped in between: try the other. */
+    if ((rc == JM_ELOCKED || rc == JM_ENODAEMON) && attempt == 0) {
+      jm_error_clear(err);
+      rc = 0;
+      continue;
+    }
+    break;
+  }
+  free(stale);
   return rc;
+}
+
+int jm__store_current(jm_store *s, const char *id, jm_error *err) {
+  char *one = (char *)id;
+  return make_current(s, &one, 1, err);
 }
 
 static int collect_stale(void *ctx, const char *id) {
@@ -174,15 +190,18 @@ static int collect_stale(void *ctx, const char *id) {
 }
 
 /* Before a read across conversations (list, search): what this store wrote
- * (read-your-writes) and every file that changed since the mirror read it
- * (a stat each; nothing is locked or asked of the daemon unless something
- * changed).  With a daemon too: it notices a write only some time after
- * it, so `jmirror add` then `jmirror ls` (two processes) would otherwise
- * race it. */
+ * (read-your-writes), and when no daemon runs, every file that changed
+ * since the mirror read it (a stat each; nobody else would ingest them).
+ * With a daemon, other processes' writes are its business: the store's
+ * writes wait until it has ingested them (see append_event), so a write
+ * through a store (or the jmirror command) is visible to every reader once
+ * it returns. */
 int jm__store_flush_written(jm_store *s, jm_error *err) {
-  int rc = jm__mirror_stale(s->m, collect_stale, s, err);
-  for (size_t i = 0; i < s->nwritten && rc == 0; i++)
-    rc = jm__store_current(s, s->written[i], err);
+  int rc = 0;
+  if (!daemon_owns(s))
+    rc = jm__mirror_stale(s->m, collect_stale, s, err);
+  if (rc == 0 && s->nwritten > 0)
+    rc = make_current(s, s->written, s->nwritten, err);
   if (rc == 0) {
     for (size_t k = 0; k < s->nwritten; k++)
       free(s->written[k]);
@@ -192,6 +211,17 @@ int jm__store_flush_written(jm_store *s, jm_error *err) {
 }
 
 /* Writes ------------------------------------------------------------------------ */
+
+/* After a write: remember it (read-your-writes); with a daemon, wait until
+ * it has ingested the write, so that other processes see it too once the
+ * call returns.  A daemon too slow to answer is not a write failure: the
+ * event is in the journal, which is what counts. */
+static int settle(jm_store *s, const char *id, const jm_append_info *info) {
+  int rc = note_written(s, id);
+  if (rc == 0 && daemon_owns(s))
+    jm_daemon_wait(s->m->db_path, id, info->end, s->opt.wait_ms, NULL);
+  return rc;
+}
 
 static int exists(jm_store *s, const char *id) {
   char *p = jm_journal_path(s->root, id);
@@ -209,10 +239,11 @@ static int append_event(jm_store *s, const char *id, json_t *ev, int create,
     rc = jm__errf(err, -ENOMEM, "out of memory");
   if (rc == 0 && !create && !exists(s, id))
     rc = jm__errf(err, JM_ENOTFOUND, "no conversation '%s'", id);
+  jm_append_info info;
   if (rc == 0)
-    rc = jm_journal_append_json(s->j, id, ev, NULL, err);
+    rc = jm_journal_append_json(s->j, id, ev, &info, err);
   if (rc == 0)
-    rc = note_written(s, id);
+    rc = settle(s, id, &info);
   json_decref(ev);
   return rc;
 }
@@ -243,41 +274,13 @@ static int set_str(json_t *ev, const char *key, const char *v, jm_error *err) {
   return 0;
 }
 
-/* A generated id (conversation or message).  jm__id_generate() draws the
- * random part afresh each time, so two ids made in one millisecond sort at
- * random; the store promises creation order.  An id that does not sort
- * after the last one this process made becomes that one plus one (in the
- * random part), as monotonic ULIDs do. */
-static pthread_mutex_t gen_mu = PTHREAD_MUTEX_INITIALIZER;
-static char gen_last[27];
-
-static int generate_id(char out[27]) {
-  static const char b32[] = "0123456789abcdefghjkmnpqrstvwxyz";
-  if (jm__id_generate(out) != 0)
-    return -1;
-  pthread_mutex_lock(&gen_mu);
-  if (strcmp(out, gen_last) <= 0) {
-    memcpy(out, gen_last, sizeof gen_last);
-    for (int i = 25; i >= 10; i--) {
-      const char *d = strchr(b32, out[i]);
-      if (d[1] != '\0') {
-        out[i] = d[1];
-        break;
-      }
-      out[i] = '0'; /* carry */
-    }
-  }
-  memcpy(gen_last, out, sizeof gen_last);
-  pthread_mutex_unlock(&gen_mu);
-  return 0;
-}
 
 int jm_store_create(jm_store *s, const char *id, const char *title,
                     const char *brain, const char *meta_json, char *id_out,
                     jm_error *err) {
   char gen[27];
   if (id == NULL) {
-    if (generate_id(gen) != 0)
+    if (jm__id_generate(gen) != 0)
       return jm__errf(err, -EIO, "cannot generate an id");
     id = gen;
   } else if (jm_id_check(id, strlen(id), err) != 0)
@@ -305,7 +308,7 @@ int jm_store_add_message(jm_store *s, const char *conv_id,
   char gen[27];
   const char *mid = m->id;
   if (mid == NULL) {
-    if (generate_id(gen) != 0)
+    if (jm__id_generate(gen) != 0)
       return jm__errf(err, -EIO, "cannot generate an id");
     mid = gen;
   }
@@ -363,9 +366,12 @@ int jm_store_restore(jm_store *s, const char *conv_id, jm_error *err) {
 
 int jm_store_append(jm_store *s, const char *conv_id, const char *event_json,
                     jm_append_info *info, jm_error *err) {
+  jm_append_info tmp;
+  if (info == NULL)
+    info = &tmp;
   int rc = jm_journal_append(s->j, conv_id, event_json, strlen(event_json),
                              info, err);
   if (rc == 0)
-    rc = note_written(s, conv_id);
+    rc = settle(s, conv_id, info);
   return rc;
 }

@@ -313,6 +313,21 @@ void jm_message_list_free(jm_message_list *l) {
   l->next_after = -1;
 }
 
+static int exists_or_not_found(jm_store *s, const char *id, jm_error *err) {
+  sqlite3_stmt *st = prepare(s, "SELECT 1 FROM conversations WHERE id = ?1",
+                             err);
+  if (st == NULL)
+    return JM_ESQLITE;
+  sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+  int r = sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (r == SQLITE_ROW)
+    return 0;
+  return r == SQLITE_DONE ? jm__errf(err, JM_ENOTFOUND, "no conversation '%s'",
+                                     id)
+                          : step_err(s, r, err);
+}
+
 int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
                       size_t limit, jm_message_list *out, jm_error *err) {
   memset(out, 0, sizeof *out);
@@ -355,6 +370,8 @@ int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
   else if (rc == 0)
     rc = step_err(s, r, err);
   sqlite3_finalize(st);
+  if (rc == 0 && out->n == 0)
+    rc = exists_or_not_found(s, id, err); /* empty, or no such thing? */
   if (rc != 0)
     jm_message_list_free(out);
   return rc;

@@ -406,7 +406,7 @@ static int plan_file(vctx *v, const char *id, const char *path, vfile *vf,
   jm_verify_item it;
   memset(&it, 0, sizeof it);
   it.id = id;
-  int fd = jm__open(path, O_RDONLY | O_NOFOLLOW, 0);
+  int fd = jm__open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
   if (fd < 0) {
     if (fd != -ENOENT)
       return jm__errno_f(v->err, -fd, "cannot open '%s'", path);

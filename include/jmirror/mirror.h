@@ -29,6 +29,9 @@ typedef struct jm_mirror_options {
   const char *db_path; /* NULL: $JMIRROR_MIRROR, else <root>/mirror/mirror.db */
   int read_only;       /* queries only: never creates, migrates or writes */
   size_t max_line;     /* 0 = JM_MAX_LINE_DEFAULT */
+  int allow_newer;     /* a mirror made by a newer jmirror opens unmigrated,
+                        * only to be rebuilt (jm_mirror_rebuild replaces it
+                        * whole); anything else on it is refused */
 } jm_mirror_options;
 
 /*

@@ -3,7 +3,9 @@
  * written to the journal, read from the mirror.  No SQL leaks out.
  *
  * Writes validate and append an event to journal/<id>.jsonl first (the
- * truth); the mirror catches up.  Reads are
+ * truth); the mirror catches up.  When jmirrord runs, a write returns once
+ * the daemon has ingested it (at most wait_ms), so every process reading
+ * the mirror sees it from then on.  Reads are
  *   - read-your-writes: a read after a write in the same process sees it,
  *     ingesting the conversation itself when no daemon runs, or waiting
  *     (bounded by wait_ms) for jmirrord to ingest it;
@@ -136,7 +138,8 @@ typedef struct jm_message_list {
 } jm_message_list;
 
 /* Messages in seq order after `after_seq` (0: from the start), at most
- * `limit` (0 = 100).  The conversation is healed first. */
+ * `limit` (0 = 100).  The conversation is healed first.  JM_ENOTFOUND if
+ * there is no such conversation. */
 int jm_store_messages(jm_store *s, const char *conv_id, int64_t after_seq,
                       size_t limit, jm_message_list *out, jm_error *err);
 void jm_message_list_free(jm_message_list *l);

@@ -106,7 +106,7 @@ void mt_append(const char *root, const char *id, const void *p, size_t n) {
 /* Mirrors ------------------------------------------------------------------ */
 
 jm_mirror *mt_open(const char *root, const char *db_path, size_t max_line) {
-  jm_mirror_options opt = {db_path, 0, max_line};
+  jm_mirror_options opt = {.db_path = db_path, .read_only = 0, .max_line = max_line};
   jm_mirror *m = NULL;
   jm_error err;
   jm_error_clear(&err);

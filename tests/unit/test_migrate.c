@@ -117,7 +117,7 @@ static void test_extra_migration_keeps_rows(void) {
   /* this build does not know version n+1: it refuses, with advice, and
    * touches nothing */
   for (int ro = 0; ro <= 1; ro++) {
-    jm_mirror_options opt = {NULL, ro, 0};
+    jm_mirror_options opt = {.db_path = NULL, .read_only = ro, .max_line = 0};
     jm_mirror *m = NULL;
     jm_error_clear(&err);
     ASSERT_EQ(jm_mirror_open(&m, root, &opt, &err), JM_ESCHEMA);

@@ -581,7 +581,7 @@ static void test_read_locked_mirror(void) {
   msgs_all(s, "c1", &ml);
   jm_message_list_free(&ml);
   jm_mirror *m;
-  jm_mirror_options mo = {NULL, 0, 0};
+  jm_mirror_options mo = {.db_path = NULL, .read_only = 0, .max_line = 0};
   OK(jm_mirror_open(&m, root, &mo, &E));
   OK(jm_mirror_lock(m, 0, "jmirror replay", &E));
   add(s, "c1", "m1", "user", "hello", NULL);
@@ -688,7 +688,7 @@ static void test_heal_after_drift(void) {
 
   /* The healed mirror is what the journal says, row for row. */
   jm_mirror *m;
-  jm_mirror_options mo = {NULL, 0, 0};
+  jm_mirror_options mo = {.db_path = NULL, .read_only = 0, .max_line = 0};
   OK(jm_mirror_open(&m, root, &mo, &E));
   ASSERT_EQ(mt_verify_ok(m), 1);
   jm_mirror_close(m);
@@ -813,9 +813,10 @@ static void test_messages_pagination(void) {
   ASSERT_EQ(ml.n, 0);
   ASSERT_EQ(ml.next_after, -1);
   jm_message_list_free(&ml);
-  OK(jm_store_messages(s, "none", 0, 5, &ml, &E));
+  /* A conversation that does not exist is not an empty one. */
+  ASSERT_EQ(jm_store_messages(s, "none", 0, 5, &ml, &E), JM_ENOTFOUND);
+  ASSERT_STR_CONTAINS(E.msg, "no conversation 'none'");
   ASSERT_EQ(ml.n, 0);
-  jm_message_list_free(&ml);
   store_close(s);
 }
 

@@ -13,12 +13,15 @@
 #include <string.h>
 
 void cli_err(const char *fmt, ...) {
+  char msg[2048];
   va_list ap;
   va_start(ap, fmt);
-  fputs("jmirror: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  for (char *p = msg; *p; p++) /* one line, whatever the message held */
+    if (*p == '\n' || *p == '\r')
+      *p = ' ';
+  fprintf(stderr, "jmirror: %s\n", msg);
 }
 
 int cli_fail(const jm_error *err) {

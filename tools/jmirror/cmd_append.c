@@ -18,9 +18,31 @@ typedef struct bulk {
   unsigned long long first_refused[8]; /* line numbers, for the summary */
 } bulk;
 
+/* Where the last successful append ended, so that the command can wait
+ * for jmirrord to ingest it before exiting. */
+static uint64_t last_end;
+
 static int append_one(jm_journal *j, const char *id, const char *s, size_t n,
                       jm_error *err) {
-  return jm_journal_append(j, id, s, n, NULL, err);
+  jm_append_info info;
+  int rc = jm_journal_append(j, id, s, n, &info, err);
+  if (rc == 0)
+    last_end = info.end;
+  return rc;
+}
+
+/* When jmirrord owns the mirror, return once it has ingested what we
+ * wrote, so that the next command (`jmirror show`, `ls`) sees it.  Bounded;
+ * a slow daemon is not a failure of the append. */
+static void wait_visible(cli *c, const char *id) {
+  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = 0, .max_line = 0};
+  char *db = jm_mirror_resolve_path(c->root, &opt);
+  long pid;
+  char who[64];
+  if (db && last_end > 0 && jm_mirror_lock_holder(db, &pid, who) == 1 &&
+      strcmp(who, "jmirrord") == 0)
+    jm_daemon_wait(db, id, last_end, 2000, NULL);
+  free(db);
 }
 
 static void note_refused(bulk *b, unsigned long long line, const char *msg) {
@@ -151,5 +173,6 @@ int cmd_append(cli *c, int argc, char **argv) {
     cli_fail(&err);
     status = EXIT_FAIL;
   }
+  wait_visible(c, id);
   return status;
 }

@@ -18,7 +18,7 @@
 #include <time.h>
 
 int cli_open_mirror(cli *c, int read_only, jm_mirror **out) {
-  jm_mirror_options opt = {c->mirror_flag, read_only, 0};
+  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = read_only, .max_line = 0};
   jm_error err;
   jm_error_clear(&err);
   if (jm_mirror_open(out, c->root, &opt, &err) != 0)
@@ -198,8 +198,11 @@ int cmd_replay(cli *c, int argc, char **argv) {
   if ((rc = replay_via_daemon(c, all, o.operands, o.n_operands, json)) >= 0)
     return rc;
   jm_mirror *m;
-  if ((rc = cli_open_mirror(c, 0, &m)) != 0)
-    return rc;
+  jm_mirror_options mo = {.db_path = c->mirror_flag, .read_only = 0, .max_line = 0, .allow_newer = all};
+  jm_error oerr;
+  jm_error_clear(&oerr);
+  if (jm_mirror_open(&m, c->root, &mo, &oerr) != 0)
+    return cli_fail(&oerr); /* --all rebuilds even a newer mirror */
   if ((rc = lock_or_fail(m, "jmirror replay")) == 0)
     rc = all ? replay_all(m, (int)threads, json)
              : replay_some(m, o.operands, o.n_operands, (int)threads, json);
@@ -310,7 +313,7 @@ static void print_summary(const jm_verify_summary *s, const char *what) {
 /* Read-only, unless there is no mirror at all: then an empty one (derived
  * data; creating it changes nothing the journal says). */
 static int open_for_verify(cli *c, int repair, jm_mirror **m) {
-  jm_mirror_options opt = {c->mirror_flag, !repair, 0};
+  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = !repair, .max_line = 0};
   jm_error err;
   jm_error_clear(&err);
   int rc = jm_mirror_open(m, c->root, &opt, &err);

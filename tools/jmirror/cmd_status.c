@@ -17,7 +17,7 @@
  * exit code (>= 1 is EXIT_FAIL, reported). */
 int cli_delegate(cli *c, json_t *req, json_t **resp) {
   *resp = NULL;
-  jm_mirror_options opt = {c->mirror_flag, 0, 0};
+  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = 0, .max_line = 0};
   char *db = jm_mirror_resolve_path(c->root, &opt);
   long pid = 0;
   char who[64] = "";
@@ -104,7 +104,7 @@ static void print_daemon(json_t *s) {
 
 static int status_from_mirror(cli *c, int json) {
   jm_mirror *m;
-  jm_mirror_options opt = {c->mirror_flag, 1, 0};
+  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = 1, .max_line = 0};
   jm_error err;
   jm_error_clear(&err);
   if (jm_mirror_open(&m, c->root, &opt, &err) != 0) {
