@@ -83,9 +83,9 @@ static const char *const stmt_sql[JM__S_COUNT] = {
     " updated_at = ?15, edited_at = ?16"
     " WHERE rowid = ?17 AND conversation_id = ?1 AND id = ?2",
   [JM__S_MSG_DEL] = "DELETE FROM messages WHERE rowid = ?1",
-  [JM__S_BAD_PUT] =
-    "INSERT OR REPLACE INTO bad_lines (conversation_id, line, byte_offset,"
-    " reason, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+  [JM__S_BAD_PUT] = ("INSERT OR REPLACE INTO bad_lines (conversation_id,"
+                     " line, byte_offset, reason, message)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5)"),
 };
 
 int jm__sql_err(jm_mirror *m, jm_error *err, const char *what) {

@@ -302,8 +302,8 @@ char *mt_dump(const char *db) {
       "SELECT * FROM conversations ORDER BY id",
       "SELECT * FROM messages ORDER BY conversation_id, seq",
       "SELECT * FROM bad_lines ORDER BY conversation_id, line",
-      "SELECT conversation_id, byte_offset, lines FROM sources"
-      " ORDER BY conversation_id",
+      ("SELECT conversation_id, byte_offset, lines FROM sources"
+       " ORDER BY conversation_id"),
   };
   sqlite3 *h = ro_open(db);
   mt_buf b = {0};

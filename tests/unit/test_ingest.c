@@ -428,7 +428,7 @@ static void pad_line(mt_buf *b, size_t n, int cr, int *k) {
   mt_puts(b, head);
   size_t at = b->len;
   for (size_t i = 0; i < fill; i++)
-    mt_put(b, "abcdefghij" + (at + i) % 10, 1);
+    mt_put(b, &"abcdefghij"[(at + i) % 10], 1);
   mt_puts(b, tail);
 }
 
