@@ -16,14 +16,20 @@
 #include "migrate.h"
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
+
+/* A full disk is -ENOSPC here as everywhere (jm__sql_err); else SQLite's. */
+static int sql_code(sqlite3 *db) {
+  return (sqlite3_errcode(db) & 0xff) == SQLITE_FULL ? -ENOSPC : JM_ESQLITE;
+}
 
 static int exec(sqlite3 *db, const char *sql, const char *path,
                 jm_error *err) {
   char *msg = NULL;
   if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
     return 0;
-  int rc = jm__errf(err, JM_ESQLITE, "mirror '%s': %s", path,
+  int rc = jm__errf(err, sql_code(db), "mirror '%s': %s", path,
                     msg ? msg : sqlite3_errmsg(db));
   sqlite3_free(msg);
   return rc;
@@ -50,7 +56,7 @@ static int apply_one(sqlite3 *db, const jm__migration *m, const char *path,
     return exec(db, "COMMIT", path, err); /* someone else applied it */
   rc = exec(db, m->sql, path, err);
   if (rc) {
-    jm__errf(err, JM_ESQLITE, "mirror '%s': migration %04d_%s failed: %s",
+    jm__errf(err, sql_code(db), "mirror '%s': migration %04d_%s failed: %s",
              path, m->version, m->name, sqlite3_errmsg(db));
     goto rollback;
   }
@@ -59,7 +65,7 @@ static int apply_one(sqlite3 *db, const jm__migration *m, const char *path,
                          "INSERT INTO _migrations(version, name, applied_at) "
                          "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
                          -1, &st, NULL) != SQLITE_OK) {
-    rc = jm__errf(err, JM_ESQLITE, "mirror '%s': %s", path,
+    rc = jm__errf(err, sql_code(db), "mirror '%s': %s", path,
                   sqlite3_errmsg(db));
     goto rollback;
   }
@@ -68,7 +74,7 @@ static int apply_one(sqlite3 *db, const jm__migration *m, const char *path,
   int s = sqlite3_step(st);
   sqlite3_finalize(st);
   if (s != SQLITE_DONE) {
-    rc = jm__errf(err, JM_ESQLITE, "mirror '%s': %s", path,
+    rc = jm__errf(err, sql_code(db), "mirror '%s': %s", path,
                   sqlite3_errmsg(db));
     goto rollback;
   }
