@@ -16,9 +16,15 @@
  * Incremental: a file already in the backup gets only its new bytes, after
  * a check that the bytes it already holds still match the root (size, the
  * first 4 KiB, the 64 KiB before the old end: the drift checks of the
- * mirror).  A file that no longer matches is copied whole and reported.
- * Bytes beyond the manifest's count (left by an interrupted run) are cut
- * off first.  A failed run cuts its appends back too.  Conversations gone
+ * mirror).  A file that no longer matches is copied whole and reported:
+ * into journal/.<id>.jsonl.copy, renamed over the old copy only once
+ * everything else is done, just before the manifest, so that until then
+ * the old copy is still there for the old manifest (a crash between those
+ * renames and the manifest's is the one window where the old manifest no
+ * longer matches such a file).  The mirror snapshot is replaced the same
+ * way.  Bytes beyond the manifest's count (left by an interrupted run)
+ * are cut off first.  A failed run cuts its appends back, and drops its
+ * whole copies.  Conversations gone
  * from the root stay in the backup (a backup must not lose history because
  * the root lost it), listed with "gone": true.
  */
@@ -55,8 +61,9 @@ typedef struct entry {
 } entry;
 
 typedef struct undo {
-  int fd;            /* the DEST file, open */
+  int fd;            /* an appended DEST file, open (-1: a whole copy) */
   uint64_t size;     /* its size before this run appended */
+  char *tmp, *path;  /* a whole copy, renamed over path at the end */
 } undo;
 
 typedef struct bk {
@@ -74,6 +81,7 @@ typedef struct bk {
   uint64_t done, total;
   char **ids;        /* the root's conversations, sorted */
   size_t nids, capids;
+  int committed;     /* the new manifest is in place: nothing to undo */
 } bk;
 
 /* The previous manifest ------------------------------------------------------- */
@@ -226,7 +234,8 @@ static int hash_range(bk *b, int fd, jm_sha256 *c, uint64_t from, uint64_t to,
   return 0;
 }
 
-static int add_undo(bk *b, int fd, uint64_t size) {
+static int add_undo(bk *b, int fd, uint64_t size, const char *tmp,
+                    const char *path) {
   if (b->nundo == b->capundo) {
     size_t cap = b->capundo ? b->capundo * 2 : 64;
     undo *u = realloc(b->undos, cap * sizeof *u);
@@ -235,7 +244,14 @@ static int add_undo(bk *b, int fd, uint64_t size) {
     b->undos = u;
     b->capundo = cap;
   }
-  b->undos[b->nundo++] = (undo){fd, size};
+  undo u = {fd, size, tmp ? jm__strdup(tmp) : NULL,
+            path ? jm__strdup(path) : NULL};
+  if (tmp && (u.tmp == NULL || u.path == NULL)) {
+    free(u.tmp);
+    free(u.path);
+    return -ENOMEM;
+  }
+  b->undos[b->nundo++] = u;
   return 0;
 }
 
@@ -247,6 +263,7 @@ typedef struct onefile {
   int src, dst;
   uint64_t copy_len;         /* the root's bytes up to its last LF */
   uint64_t base;             /* bytes of the backup's copy kept */
+  int whole;                 /* copied whole, into a temporary file */
   entry *e;
 } onefile;
 
@@ -274,6 +291,8 @@ static int plan(bk *b, onefile *f) {
     b->st->recopied++;
     f->base = 0;
     f->e = NULL; /* its hash state is no use now */
+    f->whole = 1;
+    return 0;    /* the old copy stays as it is until the manifest */
   }
   if (dsize != f->base && jm__sys.ftruncate(f->dst, (off_t)f->base) != 0)
     return jm__errno_f(b->err, errno, "cannot truncate '%s/%s'", b->dest,
@@ -317,8 +336,9 @@ static int backup_file(bk *b, const char *id) {
   snprintf(f.path, sizeof f.path, "journal/%s.jsonl", id);
   char *sp = jm_journal_path(b->root, id);
   char *dp = jm__path_join(b->dest, f.path);
+  char *tp = jm__asprintf("%s/.%s.jsonl.copy", b->dest_journal, id);
   int rc = 0;
-  if (sp == NULL || dp == NULL) {
+  if (sp == NULL || dp == NULL || tp == NULL) {
     rc = jm__errf(b->err, -ENOMEM, "out of memory");
     goto out;
   }
@@ -342,21 +362,35 @@ static int backup_file(bk *b, const char *id) {
   }
   if ((rc = plan(b, &f)) != 0)
     goto out;
+  if (f.whole) { /* beside the old copy, which the old manifest describes */
+    jm__close(f.dst);
+    f.dst = jm__open(tp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+    if (f.dst < 0) {
+      rc = jm__errno_f(b->err, -f.dst, "cannot create '%s'", tp);
+      goto out;
+    }
+    if (add_undo(b, -1, 0, tp, dp) != 0) {
+      unlink(tp);
+      rc = jm__errf(b->err, -ENOMEM, "out of memory");
+      goto out;
+    }
+  } else
+    unlink(tp); /* a whole copy a killed run left behind */
   int grew = f.copy_len > f.base;
-  if (grew && f.base > 0 && add_undo(b, dup(f.dst), f.base) != 0) {
+  if (grew && f.e && add_undo(b, dup(f.dst), f.base, NULL, NULL) != 0) {
     rc = jm__errf(b->err, -ENOMEM, "out of memory");
     goto out;
   }
   if (grew && (rc = copy_range(b, f.src, f.dst, f.base, f.copy_len, f.path)))
     goto out;
-  if (grew && jm__sys.fsync(f.dst) != 0) {
-    rc = jm__errno_f(b->err, errno, "cannot sync '%s'", dp);
+  if ((grew || f.whole) && jm__sys.fsync(f.dst) != 0) {
+    rc = jm__errno_f(b->err, errno, "cannot sync '%s'", f.whole ? tp : dp);
     goto out;
   }
   if ((rc = finish_entry(b, &f)) != 0)
     goto out;
   b->st->new_files += find_prev(b, f.path) == NULL;
-  b->st->appended += grew && f.base > 0;
+  b->st->appended += grew && f.e != NULL;
   b->st->unchanged += !grew && f.e != NULL;
   b->st->files++;
 out:
@@ -367,6 +401,7 @@ out:
   jm__close(f.dst);
   free(sp);
   free(dp);
+  free(tp);
   return rc;
 }
 
@@ -388,8 +423,12 @@ static int keep_gone(bk *b) {
                           "gone", 1);
     if (j == NULL || json_array_append_new(b->files, j) != 0)
       return jm__errf(b->err, -ENOMEM, "out of memory");
-    if (!e->gone)
-      note(b, e->path + 8, "kept: gone from the root");
+    if (!e->gone) { /* reported by id, like every other file */
+      char id[JM_ID_MAX + 1];
+      snprintf(id, sizeof id, "%.*s", (int)(strlen(e->path) - 14),
+               e->path + 8);
+      note(b, id, "kept: gone from the root");
+    }
     b->st->kept++;
     b->st->files++;
     b->st->bytes_total += e->bytes;
@@ -422,7 +461,9 @@ static int hash_file(const char *path, uint64_t *size, char hex[65],
   return 0;
 }
 
-/* VACUUM INTO a temp file, sync, rename: never a raw copy of a live mirror. */
+/* VACUUM INTO a temp file (created 0600 first: it holds every conversation)
+ * and sync it: never a raw copy of a live mirror.  It replaces the old
+ * snapshot with the whole copies, just before the manifest. */
 static int snapshot_mirror(bk *b, json_t **out) {
   jm_mirror *m;
   jm_mirror_options mo = {.db_path = b->opt->db_path, .read_only = 1, .max_line = 0};
@@ -431,9 +472,10 @@ static int snapshot_mirror(bk *b, json_t **out) {
     return rc;
   char *dir = jm__path_join(b->dest, "mirror");
   char *tmp = dir ? jm__path_join(dir, "mirror.db.tmp") : NULL;
+  char *tjournal = tmp ? jm__asprintf("%s-journal", tmp) : NULL;
   char *fin = dir ? jm__path_join(dir, "mirror.db") : NULL;
   sqlite3_stmt *st = NULL;
-  if (!dir || !tmp || !fin) {
+  if (!dir || !tmp || !tjournal || !fin) {
     rc = jm__errf(b->err, -ENOMEM, "out of memory");
     goto out;
   }
@@ -442,48 +484,80 @@ static int snapshot_mirror(bk *b, json_t **out) {
     goto out;
   }
   unlink(tmp);
+  unlink(tjournal); /* a killed run's: never rolled back into a new one */
+  int fd = jm__open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    rc = jm__errno_f(b->err, -fd, "cannot create '%s'", tmp);
+    goto out;
+  }
+  jm__close(fd);
   if (sqlite3_prepare_v2(m->db, "VACUUM INTO ?1", -1, &st, NULL) != SQLITE_OK) {
     rc = jm__sql_err(m, b->err, "cannot snapshot the mirror");
-    goto out;
+    goto fail;
   }
   sqlite3_bind_text(st, 1, tmp, -1, SQLITE_STATIC);
   int s = sqlite3_step(st);
   if (s != SQLITE_DONE) {
-    rc = (s & 0xff) == SQLITE_FULL
-             ? jm__errf(b->err, -ENOSPC, "cannot snapshot the mirror into "
-                        "'%s': No space left on device", tmp)
-             : jm__sql_err(m, b->err, "cannot snapshot the mirror");
-    unlink(tmp);
-    goto out;
+    rc = jm__errf(b->err, (s & 0xff) == SQLITE_FULL ? -ENOSPC : JM_ESQLITE,
+                  "cannot snapshot the mirror into '%s': %s", tmp,
+                  (s & 0xff) == SQLITE_FULL ? "No space left on device"
+                                            : sqlite3_errmsg(m->db));
+    goto fail;
   }
-  int fd = jm__open(tmp, O_RDONLY, 0);
+  fd = jm__open(tmp, O_RDONLY, 0);
   rc = fd < 0 || jm__sys.fsync(fd) != 0 ? -EIO : 0;
   jm__close(fd);
-  if (rc == 0 && jm__sys.rename(tmp, fin) != 0)
-    rc = -errno;
-  if (rc == 0)
-    rc = jm__fsync_dir(dir);
   if (rc != 0) {
-    jm__errno_f(b->err, -rc, "cannot store the mirror snapshot '%s'", fin);
-    unlink(tmp);
-    goto out;
+    jm__errno_f(b->err, -rc, "cannot sync the mirror snapshot '%s'", tmp);
+    goto fail;
   }
   char hex[65];
   uint64_t size = 0;
-  if ((rc = hash_file(fin, &size, hex, b->buf)) != 0) {
-    rc = jm__errno_f(b->err, -rc, "cannot read '%s'", fin);
-    goto out;
+  if ((rc = hash_file(tmp, &size, hex, b->buf)) != 0) {
+    rc = jm__errno_f(b->err, -rc, "cannot read '%s'", tmp);
+    goto fail;
+  }
+  if (add_undo(b, -1, 0, tmp, fin) != 0) {
+    rc = jm__errf(b->err, -ENOMEM, "out of memory");
+    goto fail;
   }
   b->st->mirror_bytes = size;
   *out = json_pack("{s:s,s:I,s:s}", "path", "mirror/mirror.db", "bytes",
                    (json_int_t)size, "sha256", hex);
+  goto out;
+fail:
+  unlink(tmp);
+  unlink(tjournal);
 out:
   sqlite3_finalize(st);
   jm_mirror_close(m);
   free(dir);
   free(tmp);
+  free(tjournal);
   free(fin);
   return rc;
+}
+
+/* Put the whole copies (and the snapshot) in place of the old ones, each
+ * directory synced: the last step before the manifest is renamed. */
+static int commit_copies(bk *b) {
+  for (size_t i = 0; i < b->nundo; i++) {
+    undo *u = &b->undos[i];
+    if (u->tmp == NULL)
+      continue;
+    if (jm__sys.rename(u->tmp, u->path) != 0)
+      return jm__errno_f(b->err, errno, "cannot rename '%s' to '%s'", u->tmp,
+                         u->path);
+    free(u->tmp);
+    u->tmp = NULL;
+    char *slash = strrchr(u->path, '/');
+    *slash = '\0';
+    int rc = jm__fsync_dir(u->path);
+    if (rc != 0)
+      return jm__errno_f(b->err, -rc, "cannot sync '%s'", u->path);
+    *slash = '/';
+  }
+  return 0;
 }
 
 /* Set-up and the whole run ------------------------------------------------------------ */
@@ -564,12 +638,13 @@ static int collect_id(void *ctx, const char *id) {
   return 0;
 }
 
+/* The manifest: written to a temporary file and synced first (a full disk
+ * fails here, with the old copies still in place), then the whole copies
+ * are put in place, then it is renamed over the old manifest. */
 static int write_manifest(bk *b, json_t *mirror) {
   char ts[JM_TS_LEN + 1];
   jm_ts_now(ts);
-  int rc = jm__fsync_dir(b->dest_journal);
-  if (rc != 0)
-    return jm__errno_f(b->err, -rc, "cannot sync '%s'", b->dest_journal);
+  int rc = 0;
   json_t *m = json_pack("{s:s,s:i,s:s,s:s,s:s,s:O,s:o?}", "format",
                         "jmirror-backup", "version", 1, "created_at", ts,
                         "jmirror", JM_VERSION_STRING, "root", b->root, "files",
@@ -577,21 +652,61 @@ static int write_manifest(bk *b, json_t *mirror) {
   char *s = m ? json_dumps(m, JSON_INDENT(1)) : NULL;
   json_decref(m);
   char *path = jm__path_join(b->dest, "MANIFEST.json");
-  if (s == NULL || path == NULL)
+  char *tmp =
+      jm__asprintf("%s/MANIFEST.json.tmp.%ld", b->dest, (long)getpid());
+  if (s == NULL || path == NULL || tmp == NULL) {
     rc = jm__errf(b->err, -ENOMEM, "out of memory");
-  else
-    rc = jm__write_file_atomic(path, s, strlen(s), 0600, b->err);
+    goto out;
+  }
+  int fd = jm__open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    rc = jm__errno_f(b->err, -fd, "cannot create '%s'", tmp);
+    goto out;
+  }
+  rc = jm__write_full(fd, s, strlen(s), NULL);
+  if (rc == 0 && jm__sys.fsync(fd) != 0)
+    rc = -errno;
+  jm__close(fd);
+  if (rc != 0) {
+    jm__errno_f(b->err, -rc, "cannot write '%s'", tmp);
+    unlink(tmp);
+    goto out;
+  }
+  if ((rc = commit_copies(b)) != 0) {
+    unlink(tmp);
+    goto out;
+  }
+  if ((rc = jm__fsync_dir(b->dest_journal)) != 0) {
+    jm__errno_f(b->err, -rc, "cannot sync '%s'", b->dest_journal);
+    unlink(tmp);
+    goto out;
+  }
+  if (jm__sys.rename(tmp, path) != 0) {
+    rc = jm__errno_f(b->err, errno, "cannot rename '%s' to '%s'", tmp, path);
+    unlink(tmp);
+    goto out;
+  }
+  b->committed = 1; /* even if the sync below fails: it vouches for them */
+  if ((rc = jm__fsync_dir(b->dest)) != 0)
+    jm__errno_f(b->err, -rc, "cannot sync '%s'", b->dest);
+out:
   free(s);
   free(path);
+  free(tmp);
   return rc;
 }
 
 static void bk_free(bk *b, int failed) {
   for (size_t i = 0; i < b->nundo; i++) {
-    if (failed) /* our appends are not vouched for: cut them back */
-      if (jm__sys.ftruncate(b->undos[i].fd, (off_t)b->undos[i].size) == 0)
-        jm__sys.fsync(b->undos[i].fd);
-    jm__close(b->undos[i].fd);
+    undo *u = &b->undos[i];
+    if (failed && !b->committed && u->fd >= 0) /* not vouched for: cut back */
+      if (jm__sys.ftruncate(u->fd, (off_t)u->size) == 0)
+        jm__sys.fsync(u->fd);
+    if (u->tmp) /* a whole copy never put in place */
+      unlink(u->tmp);
+    jm__close(u->fd);
+    free(u->tmp);
+    free(u->path);
   }
   free(b->undos);
   for (size_t i = 0; i < b->nprev; i++)
