@@ -634,5 +634,11 @@ int jm_mirror_check_integrity(jm_mirror *m, char *detail, size_t cap) {
   } else
     snprintf(detail, cap, "%s", sqlite3_errmsg(m->db));
   sqlite3_finalize(st);
+  /* A database that cannot even be read (permissions, a read-only file
+   * system, I/O) is not known to be corrupt: say so, do not rebuild. */
+  int ec = sqlite3_errcode(m->db) & 0xff;
+  if (!ok && ec != SQLITE_OK && ec != SQLITE_ROW && ec != SQLITE_DONE &&
+      ec != SQLITE_CORRUPT && ec != SQLITE_NOTADB)
+    return -1;
   return ok;
 }

@@ -252,7 +252,8 @@ int jm_mirror_verify(jm_mirror *m, const char *const *ids, size_t n_ids,
                      jm_progress_fn progress, void *progress_ctx,
                      jm_verify_summary *sum, jm_error *err);
 
-/* PRAGMA quick_check: 1 ok, 0 not (detail says why). */
+/* PRAGMA quick_check: 1 ok, 0 corrupt, -1 the check could not run (the
+ * database is unreadable: permissions, I/O); detail says why. */
 int jm_mirror_check_integrity(jm_mirror *m, char *detail, size_t cap);
 
 /* ------------------------------------------------------------------ */

@@ -328,8 +328,13 @@ static int open_for_verify(cli *c, int repair, jm_mirror **m) {
 /* A corrupt database cannot be compared row by row: rebuild or refuse. */
 static int check_integrity(jm_mirror *m, int repair, int threads) {
   char why[256];
-  if (jm_mirror_check_integrity(m, why, sizeof why))
+  int ok = jm_mirror_check_integrity(m, why, sizeof why);
+  if (ok > 0)
     return 0;
+  if (ok < 0) {
+    cli_err("cannot read mirror '%s': %s", jm_mirror_db_path(m), why);
+    return EXIT_FAIL;
+  }
   if (!repair) {
     cli_err("mirror '%s' is corrupt (%s): repair it with 'jmirror verify "
             "--repair' or 'jmirror replay --all'",
