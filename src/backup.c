@@ -42,6 +42,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -466,8 +467,15 @@ static int hash_file(const char *path, uint64_t *size, char hex[65],
  * snapshot with the whole copies, just before the manifest. */
 static int snapshot_mirror(bk *b, json_t **out) {
   jm_mirror *m;
-  jm_mirror_options mo = {.db_path = b->opt->db_path, .read_only = 1, .max_line = 0};
+  jm_mirror_options mo = {.db_path = b->opt->db_path, .read_only = 1};
   int rc = jm_mirror_open(&m, b->root, &mo, b->err);
+  if (rc == -ENOENT) {
+    char *db = jm_mirror_resolve_path(b->root, &mo);
+    rc = jm__errf(b->err, -ENOENT, "no mirror to snapshot at '%s' (run "
+                  "'jmirror ingest' first, or back up without --with-mirror)",
+                  db ? db : "?");
+    free(db);
+  }
   if (rc != 0)
     return rc;
   char *dir = jm__path_join(b->dest, "mirror");
@@ -591,6 +599,24 @@ static int resolve_future(const char *path, char out[PATH_MAX]) {
     *slash = '\0';
     cut = slash;
   }
+  free(p);
+  return rc;
+}
+
+/* One backup into a DEST at a time: flock on DEST/.lock (not waited for). */
+static int lock_dest(const char *dest, int *fd, jm_error *err) {
+  char *p = jm__path_join(dest, ".lock");
+  if (p == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  *fd = jm__open(p, O_RDWR | O_CREAT, 0600);
+  int rc = 0;
+  if (*fd < 0)
+    rc = jm__errno_f(err, -*fd, "cannot open '%s'", p);
+  else if (flock(*fd, LOCK_EX | LOCK_NB) != 0)
+    rc = errno == EWOULDBLOCK
+             ? jm__errf(err, JM_ELOCKED,
+                        "another backup into '%s' is running", dest)
+             : jm__errno_f(err, errno, "cannot lock '%s'", p);
   free(p);
   return rc;
 }
@@ -748,6 +774,9 @@ int jm_backup(const char *root, const char *dest, const jm_backup_options *opt,
     rc = jm__errf(err, -ENOMEM, "out of memory");
   if (rc == 0)
     rc = check_dest(root, dest, err);
+  int lock_fd = -1;
+  if (rc == 0)
+    rc = lock_dest(dest, &lock_fd, err);
   if (rc == 0 && (rc = jm__mkdirs(b.dest_journal)) != 0)
     jm__errno_f(err, -rc, "cannot create '%s'", b.dest_journal);
   if (rc == 0)
@@ -771,6 +800,7 @@ int jm_backup(const char *root, const char *dest, const jm_backup_options *opt,
   else
     json_decref(mirror);
   bk_free(&b, rc != 0);
+  jm__close(lock_fd); /* releases the flock */
   st->seconds = now_s() - t0;
   return rc;
 }

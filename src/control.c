@@ -152,7 +152,8 @@ json_t *jm__status_json(jm__daemon *d) {
   for (jm__cstate *c = d->dirty_head; c; c = c->dnext)
     queued++;
   return json_pack(
-      "{s:b,s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?,s:s?,s:b,s:b}",
+      "{s:b,s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?,s:s?,s:b,"
+      "s:b}",
       "ok",
       1, "pid", (int)getpid(), "root", d->root, "mirror", d->db_path,
       "uptime_s", (json_int_t)((jm__now_ms() - d->start_ms) / 1000),
@@ -160,7 +161,8 @@ json_t *jm__status_json(jm__daemon *d) {
       (json_int_t)jm__bytes_behind(d), "queued", (json_int_t)queued,
       "events_ingested", (json_int_t)d->events, "bad_lines",
       (json_int_t)d->bad_lines, "ignored_files",
-      (json_int_t)d->ignored_files, "replays", (json_int_t)d->replays,
+      (json_int_t)d->ignored_files, "replays", (json_int_t)d->replays, "drift_replays",
+      (json_int_t)d->drift_replays,
       "last_error", d->last_error[0] ? d->last_error : NULL, "busy", busy,
       "journal_present", d->watch != NULL, "search_index_complete",
       d->index_done);

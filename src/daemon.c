@@ -342,6 +342,7 @@ static void finish_ingest(jm__daemon *d, jm__job *j) {
     d->bad_lines += it->res.bad_lines;
     if (!it->res.unchanged)
       d->ingests++;
+    d->drift_replays += it->res.replayed != 0;
     if (it->res.replayed)
       jm__log(d, JM_LOG_WARN, "'%s' changed under the mirror (%s): replayed",
               it->id, it->res.why);

@@ -111,7 +111,10 @@ typedef struct jm__daemon {
   jm__request *req_head, *req_tail;
   jm__waiter *waiters;
   /* status */
-  uint64_t events, bad_lines, ignored_files, ingests, replays;
+  uint64_t events, bad_lines, ignored_files, ingests;
+  uint64_t replays;       /* replay requests carried out */
+  uint64_t drift_replays; /* conversations replayed because their file
+                           * no longer matched what was ingested */
   uint64_t start_ms;
   char last_error[JM_ERROR_MSG_MAX];
   int stopping;
