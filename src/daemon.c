@@ -324,6 +324,7 @@ static void note_failure(jm__daemon *d, const char *id, const char *msg) {
 }
 
 static void finish_ingest(jm__daemon *d, jm__job *j) {
+  int failed = 0;
   for (size_t i = 0; i < j->n; i++) {
     jm__job_item *it = &j->items[i];
     jm__cstate *c = jm__cstate_get(d, it->id, 1);
@@ -333,11 +334,12 @@ static void finish_ingest(jm__daemon *d, jm__job *j) {
       continue;
     }
     if (it->rc != 0) {
-      if (it->rc != JM_ECANCELED)
+      if (it->rc != JM_ECANCELED) {
         note_failure(d, it->id, it->msg);
+        failed = 1;
+      }
       continue;
     }
-    d->retry_ms = 0;
     d->events += it->res.events;
     d->bad_lines += it->res.bad_lines;
     if (!it->res.unchanged)
@@ -367,6 +369,11 @@ static void finish_ingest(jm__daemon *d, jm__job *j) {
     }
     check_waiters(d, it->id, 0);
   }
+  /* The back-off starts over only once nothing is failing: other files
+   * ingesting fine must not reset it, or one unreadable file would be
+   * retried (and logged) every RETRY_MIN_MS while they are written. */
+  if (!failed && !uv_is_active((uv_handle_t *)&d->retry_timer))
+    d->retry_ms = 0;
 }
 
 static void journal_missing(jm__daemon *d);
