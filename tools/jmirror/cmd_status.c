@@ -110,8 +110,10 @@ static int status_from_mirror(cli *c, int json) {
   if (jm_mirror_open(&m, c->root, &opt, &err) != 0) {
     if (err.code != -ENOENT)
       return cli_fail(&err);
+    char *db = jm_mirror_resolve_path(c->root, &opt);
     cli_err("no daemon running and no mirror yet at '%s' (start jmirrord or "
-            "run 'jmirror ingest')", jm_mirror_resolve_path(c->root, &opt));
+            "run 'jmirror ingest')", db ? db : "?");
+    free(db);
     return EXIT_FAIL;
   }
   jm_mirror_status st;
