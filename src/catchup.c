@@ -86,14 +86,10 @@ static int load_known(cu *c) {
 }
 
 static int same_stat(const known *k, const struct stat *st) {
-#ifdef __APPLE__
-  int64_t mt = (int64_t)st->st_mtimespec.tv_sec * 1000000000 +
-               st->st_mtimespec.tv_nsec;
-#else
-  int64_t mt = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-#endif
-  return k->size == (uint64_t)st->st_size && k->dev == (int64_t)st->st_dev &&
-         k->ino == (int64_t)st->st_ino && k->mtime_ns == mt;
+  jm__file_state fs;
+  jm__file_state_of(st, &fs);
+  return k->size == fs.size && k->dev == fs.dev && k->ino == fs.ino &&
+         k->mtime_ns == fs.mtime_ns;
 }
 
 int jm__catch_up_one(jm_mirror *m, const char *id,

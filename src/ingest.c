@@ -370,7 +370,7 @@ int jm__wipe(jm_mirror *m, const char *id, jm_error *err) {
 
 /* Ingest ------------------------------------------------------------------------- */
 
-static void stat_state(const struct stat *st, jm__file_state *fs) {
+void jm__file_state_of(const struct stat *st, jm__file_state *fs) {
   fs->size = (uint64_t)st->st_size;
   fs->dev = (int64_t)st->st_dev;
   fs->ino = (int64_t)st->st_ino;
@@ -608,7 +608,7 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
   }
   free(path);
   jm__file_state now = {0};
-  stat_state(&st, &now);
+  jm__file_state_of(&st, &now);
   res->file_size = now.size;
   jm__source src;
   if ((rc = jm__source_get(m, id, &src, err)) != 0 || unchanged(&src, &now)) {
@@ -682,6 +682,6 @@ int jm__mirror_current(jm_mirror *m, const char *id, jm_error *err) {
     return rc ? rc : !found && !src.found;
   }
   jm__file_state now;
-  stat_state(&st, &now);
+  jm__file_state_of(&st, &now);
   return unchanged(&src, &now);
 }

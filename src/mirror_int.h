@@ -83,6 +83,9 @@ typedef struct jm__file_state {
   uint64_t offset, lines, size;
   int64_t dev, ino, mtime_ns;
 } jm__file_state;
+/* size, device, inode and mtime (ns) of a stat; offset/lines untouched */
+struct stat;
+void jm__file_state_of(const struct stat *st, jm__file_state *fs);
 int jm__commit_conversation(jm_mirror *m, const char *id, jm__fold *f,
                             int fd, const jm__file_state *fs, jm_error *err);
 /* The writer context that jm__fold_flush visits. */

@@ -128,19 +128,6 @@ static jm__pl_sink make_sink(sink_ctx *s) {
   return k;
 }
 
-static void stat_to_state(const struct stat *st, jm__file_state *fs) {
-  memset(fs, 0, sizeof *fs);
-  fs->size = (uint64_t)st->st_size;
-  fs->dev = (int64_t)st->st_dev;
-  fs->ino = (int64_t)st->st_ino;
-#ifdef __APPLE__
-  fs->mtime_ns = (int64_t)st->st_mtimespec.tv_sec * 1000000000 +
-                 st->st_mtimespec.tv_nsec;
-#else
-  fs->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 +
-                 st->st_mtim.tv_nsec;
-#endif
-}
 
 static int default_threads(int threads) {
   if (threads > 0)
@@ -187,7 +174,8 @@ int jm_mirror_replay(jm_mirror *m, const char *id, int threads,
     return jm__forget(m, id, &had_rows, err);
   }
   file_info fi;
-  stat_to_state(&st, &fi.fs);
+  memset(&fi.fs, 0, sizeof fi.fs);
+  jm__file_state_of(&st, &fi.fs);
   jm__pl_file f = {(char *)id, path, fi.fs.size, 0, &fi};
   jm_rebuild_stats stats = {0};
   sink_ctx s = {0};
@@ -259,7 +247,8 @@ static int scan_one(void *ctx, const char *id) {
     free(cid);
     return 0;
   }
-  stat_to_state(&st, &sc->info[sc->n].fs);
+  memset(&sc->info[sc->n].fs, 0, sizeof sc->info[sc->n].fs);
+  jm__file_state_of(&st, &sc->info[sc->n].fs);
   sc->files[sc->n] = (jm__pl_file){cid, path, (uint64_t)st.st_size, 0, NULL};
   sc->total += (uint64_t)st.st_size;
   sc->n++;
