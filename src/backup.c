@@ -83,6 +83,7 @@ typedef struct bk {
   char **ids;        /* the root's conversations, sorted */
   size_t nids, capids;
   int committed;     /* the new manifest is in place: nothing to undo */
+  int64_t manifest_mtime_ns; /* of the previous manifest (0: none) */
 } bk;
 
 /* The previous manifest ------------------------------------------------------- */
@@ -152,6 +153,14 @@ static int prev_entries(bk *b, jm_error *err) {
     jm_error_clear(err);
     return 0;
   }
+  char *mp = jm__path_join(b->dest, "MANIFEST.json");
+  struct stat ms;
+  if (mp && stat(mp, &ms) == 0) {
+    jm__file_state fs;
+    jm__file_state_of(&ms, &fs);
+    b->manifest_mtime_ns = fs.mtime_ns;
+  }
+  free(mp);
   json_t *files = json_object_get(m, "files");
   b->prev = calloc(json_array_size(files) + 1, sizeof *b->prev);
   if (b->prev == NULL) {
@@ -273,6 +282,29 @@ static void note(bk *b, const char *id, const char *what) {
     b->opt->report(b->opt->report_ctx, id, what);
 }
 
+/* Does the backup's copy still hold the bytes its manifest vouches for?
+ * Asked only of a copy changed since the manifest was written (by a run
+ * that was killed: its appends, or a whole copy renamed in just before the
+ * kill), whose kept bytes would otherwise be trusted on the strength of
+ * the head and tail checks against the root alone, and its hash resumed
+ * from a state that no longer describes them.  Reads them all. */
+static int still_vouched(bk *b, onefile *f, const struct stat *ds) {
+  jm__file_state fs;
+  jm__file_state_of(ds, &fs);
+  if ((uint64_t)ds->st_size == f->base && fs.mtime_ns < b->manifest_mtime_ns)
+    return 1; /* untouched since the manifest */
+  jm_sha256 c;
+  jm_sha256_init(&c);
+  uint64_t at = 0;
+  char state[65] = "", hex[65];
+  unsigned char d[32];
+  if (hash_range(b, f->dst, &c, 0, f->base, &at, state) != 0)
+    return 0;
+  jm_sha256_final(&c, d);
+  jm_sha256_hex(d, hex);
+  return strcmp(hex, f->e->sha) == 0;
+}
+
 /* Decide how much of the backup's copy can be kept. */
 static int plan(bk *b, onefile *f) {
   struct stat ds;
@@ -287,6 +319,8 @@ static int plan(bk *b, onefile *f) {
     why = "copied whole: it is shorter in the root than in the backup";
   else if (f->e && f->base > 0 && !still_matches(b, f->src, f->dst, f->base))
     why = "copied whole: the bytes the backup held no longer match the root";
+  else if (f->e && f->base > 0 && !still_vouched(b, f, &ds))
+    why = "copied whole: the backup's copy no longer matches its manifest";
   if (why) {
     note(b, f->id, why);
     b->st->recopied++;
