@@ -93,11 +93,16 @@ int jm__sql_err(jm_mirror *m, jm_error *err, const char *what) {
   if ((ec & 0xff) == SQLITE_INTERRUPT)
     return jm__errf(err, JM_ECANCELED, "mirror '%s': %s: interrupted",
                     m->db_path, what);
-  if ((ec & 0xff) == SQLITE_FULL)
-    return jm__errf(err, -ENOSPC, "mirror '%s': %s: %s", m->db_path, what,
-                    sqlite3_errmsg(m->db));
-  return jm__errf(err, JM_ESQLITE, "mirror '%s': %s: %s", m->db_path, what,
-                  sqlite3_errmsg(m->db));
+  /* A disk error met inside another step (a page spilled while a virtual
+   * table was being opened) keeps its code but not its words: add them. */
+  const char *msg = sqlite3_errmsg(m->db);
+  const char *cause = "";
+  if (((ec & 0xff) == SQLITE_FULL || (ec & 0xff) == SQLITE_IOERR) &&
+      strstr(msg, sqlite3_errstr(ec)) == NULL)
+    cause = sqlite3_errstr(ec);
+  return jm__errf(err, (ec & 0xff) == SQLITE_FULL ? -ENOSPC : JM_ESQLITE,
+                  "mirror '%s': %s: %s%s%s%s", m->db_path, what, msg,
+                  cause[0] ? " (" : "", cause, cause[0] ? ")" : "");
 }
 
 sqlite3_stmt *jm__stmt(jm_mirror *m, jm__stmt_id id, jm_error *err) {
