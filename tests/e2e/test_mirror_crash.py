@@ -28,7 +28,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import JMIRROR, run, run_cli  # noqa: E402
 
 N_CONV = int(os.environ.get("JM_CRASH_CONVERSATIONS", "300"))
-N_KILLS = int(os.environ.get("JM_CRASH_KILLS", "6"))
+# JM_NIGHTLY=1: the long version (tests/e2e/crashkit.py has the knob).
+NIGHTLY = os.environ.get("JM_NIGHTLY", "") not in ("", "0")
+N_KILLS = int(os.environ.get("JM_CRASH_KILLS", "60" if NIGHTLY else "6"))
 
 
 def ts(t):
