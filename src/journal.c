@@ -31,6 +31,7 @@
 #include "internal.h"
 #include "jmirror/journal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -288,6 +289,19 @@ static open_file *cache_slot(jm_journal *j, const char *id) {
   return victim;
 }
 
+/* Nothing in dir but "." and ".."? */
+static int dir_empty(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d == NULL)
+    return 0;
+  struct dirent *de;
+  int empty = 1;
+  while (empty && (de = readdir(d)) != NULL)
+    empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+  closedir(d);
+  return empty;
+}
+
 static int ensure_dir(jm_journal *j, jm_error *err) {
   if (j->dir_ready)
     return 0;
@@ -297,8 +311,11 @@ static int ensure_dir(jm_journal *j, jm_error *err) {
   if (rc != 0)
     return jm__errno_f(err, -rc, "cannot create journal directory '%s'",
                        j->dir);
-  if (created)
-    jm__fsync_dir(j->root); /* make the new journal/ entry durable */
+  /* Make the new journal/ entry durable.  Its creator does so before it
+   * puts anything in it: an empty journal/ may be one whose creator died
+   * before that sync, so it is synced again. */
+  if (created || dir_empty(j->dir))
+    jm__fsync_dir(j->root);
   j->dir_ready = 1;
   return 0;
 }
@@ -319,7 +336,11 @@ static int open_into(jm_journal *j, open_file *f, const char *id,
       return jm__errf(err, fd, "cannot open '%s': is a symbolic link", path);
     return jm__errno_f(err, -fd, "cannot open '%s'", path);
   }
-  if (*created) {
+  /* A new file's entry is synced by its creator before anything is
+   * written: an empty file may be one whose creator died before that sync,
+   * and an event acknowledged in it must not vanish with its entry. */
+  struct stat st;
+  if (*created || (fstat(fd, &st) == 0 && st.st_size == 0)) {
     int rc = jm__fsync_dir(j->dir);
     if (rc != 0) {
       jm__close(fd);
