@@ -189,11 +189,12 @@ def integrity(root, db=None):
     return query(root, "PRAGMA integrity_check", db=db)
 
 
-def assert_converges(root, env=None, what=""):
-    """ingest, then: verify clean, integrity ok, no message twice."""
+def assert_converges(root, env=None, what="", ids=()):
+    """ingest, then: verify clean (of `ids`, or everything), integrity ok,
+    no message twice."""
     r = run_cli("ingest", root=root, env=env, timeout=300)
     assert r.code == 0, (what, r)
-    r = run_cli("verify", root=root, env=env, timeout=300)
+    r = run_cli("verify", *ids, root=root, env=env, timeout=300)
     assert r.code == 0 and "0 behind, 0 drift" in r.out, (what, r)
     assert integrity(root) == [("ok",)], what
     dup = query(root, "SELECT conversation_id, id, count(*) FROM messages "

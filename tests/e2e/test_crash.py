@@ -152,11 +152,13 @@ def test_kill_single_appends(tmp):
     rng = seed_rng("kill single appends")
     t_cli = cli_time(root)
     n_rounds = rounds(30, 500)
-    convs = ["c0", "c1", "c2"]
     totals = collections.Counter()
     earlier = {}
     t0 = time.monotonic()
     for rnd in range(n_rounds):
+        # New files every 25 rounds: a round's checks cost the same at the
+        # end of a nightly run as at its start.
+        convs = ["c%d" % (rnd // 25 * 3 + i) for i in range(3)]
         mode = ("always", "batch", "none")[rnd % 3]
         ledger = Ledger()
         threads = [threading.Thread(target=writer_thread, args=(
@@ -169,12 +171,13 @@ def test_kill_single_appends(tmp):
         assert not ledger.failures, ledger.failures[:3]
         present, bad = check_files(root, ledger, convs, earlier)
         earlier.update(ledger.content)
-        assert_converges(root, what="round %d" % rnd)
+        assert_converges(root, what="round %d" % rnd, ids=convs)
         check_mirror(root, convs)
         totals["acked"] += sum(len(v) for v in ledger.acked.values())
         totals["killed"] += sum(len(v) for v in ledger.killed.values())
         totals["killed_present"] += present
-        totals["bad"] = bad
+        totals["bad"] += bad if rnd % 25 == 24 or rnd == n_rounds - 1 else 0
+    assert_converges(root, what="the end")
     note("%d rounds (%.1f s; one append ~%.1f ms): %d appends acknowledged, %d killed "
          "(%d of those after their write: in the file, unacknowledged), %d torn lines"
          % (n_rounds, time.monotonic() - t0, t_cli * 1000, totals["acked"], totals["killed"],
@@ -210,7 +213,7 @@ def test_kill_bulk_append(tmp):
     for rnd in range(n_rounds):
         mode = ("none", "batch", "always")[rnd % 3]
         n = 300 if mode == "always" else 3000
-        cid = "bulk%d" % (rnd % 4)
+        cid = "bulk%d" % (rnd // 4)  # a file grows for 4 rounds
         events, data = bulk_input(rng, "r%d" % rnd, n)
         with open(inputs, "wb") as f:
             f.write(data)
@@ -244,7 +247,7 @@ def test_kill_bulk_append(tmp):
         assert r.code == 0, r
         events_after, bad, tail = parse_journal(journal_path(root, cid))
         assert tail == b"" and events_after[-1]["id"] == "after-%d" % rnd
-        assert_converges(root, what="round %d" % rnd)
+        assert_converges(root, what="round %d" % rnd, ids=[cid])
         assert mirror_ids(root, cid) == sorted(ids_in(journal_path(root, cid)))
     note("%d bulk imports: %d killed (%d part-way through, %d leaving a torn tail), %d "
          "finished; a full import took %s" % (
@@ -374,8 +377,7 @@ def test_kill_backup(tmp):
         wt.start()
         try:
             args = ["backup", dest] + (["--with-mirror"] if rnd % 2 else [])
-            killed, code, out, err = kill_at(spawn(args, root=root),
-                                             rng.uniform(0, inc * 1.2))
+            killed, code, out, err = kill_at(spawn(args, root=root), rng.uniform(0, inc))
             stats["killed" if killed else "finished"] += 1
             if not killed:
                 assert code == 0, (code, err)
@@ -417,7 +419,7 @@ def test_kill_backup(tmp):
          "%d appends acknowledged meanwhile, all in the backup"
          % (total / 1e6, took * 1000, inc * 1000, n_rounds, stats["killed"], stats["finished"],
             stats["left_extra_bytes"], stats["window"], stats["acked"]))
-    assert stats["killed"] >= n_rounds // 2, stats
+    assert stats["killed"] >= n_rounds // 3, stats
 
 
 def test_backup_killed_in_the_rename_window(tmp):
@@ -673,6 +675,34 @@ def test_corruption_in_the_middle(tmp):
 # --------------------------------------------------------------------------
 # Power loss.
 
+def test_power_loss_after_a_creator_died(tmp):
+    """The writer that creates a file (or journal/) syncs its directory
+    before it writes anything; if it dies in between, the entry exists but
+    may not survive a power loss.  The next writer must not acknowledge an
+    event in it without making that entry durable.  Made on purpose: the
+    empty file (and the empty journal/) are created by hand, never synced,
+    then `jmirror append --sync always` under the shim, then the power
+    loss: the acknowledged event is there."""
+    if not have_shim():
+        return skip("the LD_PRELOAD shim is Linux only (JM_SHIM unset)")
+    rng = seed_rng("power loss after a creator died")
+    for what in ("file", "journal dir"):
+        root, state = os.path.join(tmp, what, "root"), os.path.join(tmp, what, "state")
+        os.makedirs(state)
+        env = shim_env(shim_dir=root, state=state)
+        if what == "file":  # journal/ is durable, the file's entry is not
+            assert run_cli("append", "other", message("o", "x"), "--sync", "always",
+                           root=root, env=env).code == 0
+            open(journal_path(root, "c1"), "wb").close()
+        else:
+            os.makedirs(os.path.join(root, "journal"), mode=0o700)
+        r = run_cli("append", "c1", message("acked", "must survive"), "--sync", "always",
+                    root=root, env=env)
+        assert r.code == 0, r
+        cuts = power_loss(root, state, rng)
+        assert ids_in(journal_path(root, "c1")) == ["acked"], (what, cuts)
+
+
 def test_power_loss(tmp):
     """Writers under the shim, killed at random, then a power loss: every
     journal file cut to its synced size, plus (at random) nothing, a prefix
@@ -705,7 +735,10 @@ def test_power_loss(tmp):
     for rnd in range(n_rounds):
         ledgers = {}
         threads = []
-        for mode, convs in (("always", ["a0", "a1"]), ("batch", ["b0"]), ("none", ["n0"])):
+        g = rnd // 20  # new files every 20 rounds: rounds cost the same all along
+        group = ["a%d" % (2 * g), "a%d" % (2 * g + 1), "b%d" % g, "n%d" % g, "bulk%d" % g]
+        for mode, convs in (("always", group[:2]), ("batch", [group[2]]),
+                            ("none", [group[3]])):
             ledgers[mode] = Ledger()
             for w in range(2 if mode == "always" else 1):
                 threads.append(threading.Thread(target=writer_thread, args=(
@@ -714,8 +747,8 @@ def test_power_loss(tmp):
         # A bulk import in batch mode, killed part-way (at a random point
         # of the time a whole import takes).
         events, data = bulk_input(rng, "r%dbulk" % rnd, 2000)
-        bulk_before = ids_in(journal_path(root, "bulk"))
-        bulk = spawn(["append", "bulk", "-", "--sync", "batch"], root=root, env=env,
+        bulk_before = ids_in(journal_path(root, group[4]))
+        bulk = spawn(["append", group[4], "-", "--sync", "batch"], root=root, env=env,
                      stdin=subprocess.PIPE)
         bulk_delay = rng.uniform(0, t_bulk * 1.2)
         threads.append(threading.Thread(target=lambda: kill_at(bulk, bulk_delay, data)))
@@ -739,23 +772,25 @@ def test_power_loss(tmp):
                 else:
                     assert not lost, ("%s: acknowledged, lost in the power loss" % mode,
                                       cid, lost[:5], cuts.get(cid + ".jsonl"))
-        ids = ids_in(journal_path(root, "bulk"))
+        ids = ids_in(journal_path(root, group[4]))
         assert ids[:len(bulk_before)] == bulk_before, "synced before the round, lost"
         want = [m for m, _ in events]
         new = ids[len(bulk_before):]
         assert new == want[:len(new)], "the bulk import left a hole"
         totals["bulk_kept"] += len(new)
-        # Every survivor ingests and verifies; appending closes torn tails.
-        assert_converges(root, what="round %d, after the power loss" % rnd)
-        for name in os.listdir(os.path.join(root, "journal")):
-            cid = name[:-6]
+        # Every survivor ingests and verifies; appending closes torn tails
+        # (and, with the CLI's final sync, makes the files durable: older
+        # groups' files are never cut again).
+        group = [c for c in group if os.path.exists(journal_path(root, c))]
+        assert_converges(root, what="round %d, after the power loss" % rnd, ids=group)
+        for cid in group:
             r = run_cli("append", cid, message("pl%d-%s" % (rnd, cid), "after"), root=root,
                         env=env)
             assert r.code == 0, r
-        assert_converges(root, what="round %d, appended after" % rnd)
-        for name in os.listdir(os.path.join(root, "journal")):
-            assert mirror_ids(root, name[:-6]) == sorted(ids_in(
-                os.path.join(root, "journal", name)))
+        assert_converges(root, what="round %d, appended after" % rnd, ids=group)
+        for cid in group:
+            assert mirror_ids(root, cid) == sorted(ids_in(journal_path(root, cid)))
+    assert_converges(root, what="the end")
     # A mirror rebuilt from the survivors, from nothing, is the same.
     r = run_cli("--mirror", os.path.join(tmp, "fresh.db"), "replay", "--all", root=root)
     assert r.code == 0, r

@@ -526,15 +526,15 @@ static void test_ingest_checkpoint_disk_full(void) {
 /* Statements that fail mid-transaction (a page spilled to the WAL before
  * COMMIT): the rest of the transaction must not be committed. */
 static void test_ingest_spill_write_ioerr(void) {
-  sweep(&s_ingest_spill, OP_WRITE, SQLITE_IOERR_WRITE, 0, 120);
+  sweep(&s_ingest_spill, OP_WRITE, SQLITE_IOERR_WRITE, 0, 60);
 }
 
 static void test_ingest_spill_disk_full(void) {
-  sweep(&s_ingest_spill, OP_WRITE, SQLITE_FULL, 1, 120);
+  sweep(&s_ingest_spill, OP_WRITE, SQLITE_FULL, 1, 60);
 }
 
 static void test_replay_spill_write_ioerr(void) {
-  sweep(&s_replay_spill, OP_WRITE, SQLITE_IOERR_WRITE, 0, 120);
+  sweep(&s_replay_spill, OP_WRITE, SQLITE_IOERR_WRITE, 0, 60);
 }
 
 static void test_replay_write_ioerr(void) {
