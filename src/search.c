@@ -17,6 +17,11 @@
  * The index may be incomplete (settings.search_upto, migration 0003): rows
  * above the mark are scanned, every word as LIKE, so results are complete
  * while the index is being built; they rank after the indexed hits.
+ *
+ * Cost: ranking is bm25 among the newest 5,000 messages the index matches
+ * (exact below that), snippets are made only for the rows returned, and a
+ * scan goes newest first and stops at the limit.  A query for a word in
+ * most messages therefore costs about the same as a rare one.
  */
 #include "store_int.h"
 
@@ -108,41 +113,53 @@ static char *fts_query(const words *w) {
 }
 
 /*
- * The SQL.  Parameters: ?1/?2 the marks, ?3 the FTS query, ?4 the
- * conversation (or NULL), ?5 include deleted, ?6 the limit, ?7 the first
- * word (snippets cut here), ?8 search_upto, ?(9+i) word i as a LIKE
- * pattern.  With long words: FTS5 over the indexed rows (rowid <= ?8),
- * short words as LIKE filters, UNION ALL a scan of the rows not yet indexed
- * (rowid > ?8, every word as LIKE), best rank first.  Without: one scan.
+ * The SQL.  Parameters: ?3 the FTS query, ?4 the conversation (or NULL),
+ * ?5 include deleted, ?6 the limit, ?7 the first word (scanned snippets are
+ * cut around it), ?8 search_upto, ?10/?11 a rowid range (the conversation's,
+ * or everything), ?12 the candidate cap, ?(13+i) word i as a LIKE pattern.
+ *
+ * With long words: the newest ?12 messages FTS5 matches (it walks rowids
+ * downwards without sorting), then the filters and the short words, ranked
+ * by bm25 — exact when there are fewer matches, and a common word costs at
+ * most ?12 rank computations instead of one per matching message.  UNION
+ * ALL a scan of the rows not yet indexed (rowid > ?8, every word as LIKE).
+ * Without long words: a scan, newest first, that stops at the limit.
+ * Snippets are made afterwards, only for the rows returned.
+ * Columns: 0 conversation, 1 id, 2 seq, 3 role, 4 created_at, 5 rank,
+ * 6 content (scanned rows), 7 match position, 8 rowid, 9 from the index.
  */
 static char *build_sql(const words *w, int use_fts) {
   static const char filters[] =
       " AND (?4 IS NULL OR m.conversation_id = ?4)"
       " AND (?5 OR c.deleted_at IS NULL)";
   static const char scan[] =
-      "SELECT m.conversation_id, m.id, m.seq, m.role, NULL AS snip,"
-      " m.created_at, 0 AS r, m.content, instr(lower(m.content), lower(?7))"
+      "SELECT m.conversation_id, m.id, m.seq, m.role, m.created_at, 0 AS r,"
+      " m.content, instr(lower(m.content), lower(?7)), m.rowid AS rid, 0"
       " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-      " WHERE m.rowid > ?8";
+      " WHERE m.rowid > ?8 AND m.rowid BETWEEN ?10 AND ?11";
   jm__buf b = {0};
   if (use_fts) {
     jm__buf_printf(&b,
                    "SELECT * FROM (SELECT m.conversation_id, m.id, m.seq,"
-                   " m.role, snippet(messages_fts, 0, ?1, ?2, '…', 40) AS snip,"
-                   " m.created_at, bm25(messages_fts) AS r, NULL, 0"
-                   " FROM messages_fts"
-                   " JOIN messages m ON m.rowid = messages_fts.rowid"
+                   " m.role, m.created_at, cand.r AS r, NULL, 0,"
+                   " m.rowid AS rid, 1"
+                   " FROM (SELECT rowid AS id, rank AS r FROM messages_fts"
+                   " WHERE messages_fts MATCH ?3 AND rowid BETWEEN ?10 AND"
+                   " ?11 ORDER BY rowid DESC LIMIT ?12) cand"
+                   " JOIN messages m ON m.rowid = cand.id"
                    " JOIN conversations c ON c.id = m.conversation_id"
-                   " WHERE messages_fts MATCH ?3%s", filters);
+                   " WHERE 1%s", filters);
     for (int i = 0; i < w->n; i++)
       if (w->chars[i] < 3)
-        jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", 9 + i);
+        jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", 13 + i);
     jm__buf_printf(&b, " UNION ALL %s%s", scan, filters);
   } else
     jm__buf_printf(&b, "SELECT * FROM (%s%s", scan, filters);
   for (int i = 0; i < w->n; i++)
-    jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", 9 + i);
-  jm__buf_printf(&b, ") ORDER BY 7, 6 DESC, 3 DESC LIMIT ?6");
+    jm__buf_printf(&b, " AND m.content LIKE ?%d ESCAPE '\\'", 13 + i);
+  /* A scan alone orders by rowid only, so that it can stop at the limit. */
+  jm__buf_printf(&b, use_fts ? ") ORDER BY r, rid DESC LIMIT ?6"
+                             : ") ORDER BY rid DESC LIMIT ?6");
   return b.p;
 }
 
@@ -174,25 +191,50 @@ static char *cut_snippet(const char *c, size_t n, size_t pos, size_t len,
 }
 
 static int read_hit(sqlite3_stmt *st, const words *w, const char *open,
-                    const char *close, jm_search_hit *h) {
+                    const char *close, jm_search_hit *h, int64_t *rowid,
+                    int *indexed) {
   int oom = 0;
   memset(h, 0, sizeof *h);
   h->conversation_id = jm__col_dup(st, 0, NULL, &oom);
   h->message_id = jm__col_dup(st, 1, NULL, &oom);
   h->seq = sqlite3_column_int64(st, 2);
   h->role = jm__col_dup(st, 3, NULL, &oom);
-  h->created_at = jm__col_dup(st, 5, NULL, &oom);
-  h->rank = sqlite3_column_double(st, 6);
-  if (sqlite3_column_type(st, 4) != SQLITE_NULL)
-    h->snippet = jm__col_dup(st, 4, NULL, &oom);
-  else {
-    const char *c = (const char *)sqlite3_column_text(st, 7);
-    size_t n = (size_t)sqlite3_column_bytes(st, 7);
-    size_t pos = (size_t)sqlite3_column_int64(st, 8);
+  h->created_at = jm__col_dup(st, 4, NULL, &oom);
+  h->rank = sqlite3_column_double(st, 5);
+  *rowid = sqlite3_column_int64(st, 8);
+  *indexed = sqlite3_column_int(st, 9);
+  if (!*indexed) { /* scanned: cut the snippet here */
+    const char *c = (const char *)sqlite3_column_text(st, 6);
+    size_t n = (size_t)sqlite3_column_bytes(st, 6);
+    size_t pos = (size_t)sqlite3_column_int64(st, 7);
     h->snippet = cut_snippet(c ? c : "", n, pos, w->chars[0], open, close);
     oom |= h->snippet == NULL;
   }
   return oom ? -ENOMEM : 0;
+}
+
+/* FTS5's snippet of one indexed row: asked only for the rows returned. */
+static int fts_snippet(jm_store *s, const char *match, int64_t rowid,
+                       const char *open, const char *close, char **out) {
+  sqlite3_stmt *st;
+  *out = NULL;
+  if (sqlite3_prepare_v2(s->m->db,
+                         "SELECT snippet(messages_fts, 0, ?1, ?2, '…', 40)"
+                         " FROM messages_fts WHERE messages_fts MATCH ?3"
+                         " AND rowid = ?4",
+                         -1, &st, NULL) != SQLITE_OK)
+    return JM_ESQLITE;
+  sqlite3_bind_text(st, 1, open, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, close, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 3, match, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 4, rowid);
+  int oom = 0;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    *out = jm__col_dup(st, 0, NULL, &oom);
+  sqlite3_finalize(st);
+  if (*out == NULL && !oom)
+    *out = jm__strdup("");
+  return *out ? 0 : -ENOMEM;
 }
 
 void jm_search_results_free(jm_search_results *r) {
@@ -210,29 +252,62 @@ void jm_search_results_free(jm_search_results *r) {
   memset(r, 0, sizeof *r);
 }
 
+#define RANK_CANDIDATES 5000
+
 static int run(jm_store *s, sqlite3_stmt *st, const words *w,
-               const jm_search_options *o, jm_search_results *out,
-               jm_error *err) {
+               const char *match, const jm_search_options *o,
+               jm_search_results *out, jm_error *err) {
   size_t limit = o->limit ? o->limit : 20;
   out->items = calloc(limit, sizeof *out->items);
-  if (out->items == NULL)
-    return jm__errf(err, -ENOMEM, "out of memory");
+  int64_t *rowids = calloc(limit, sizeof *rowids);
+  int *indexed = calloc(limit, sizeof *indexed);
+  int rc = 0;
+  if (out->items == NULL || rowids == NULL || indexed == NULL)
+    rc = jm__errf(err, -ENOMEM, "out of memory");
   const char *open = o->mark_open ? o->mark_open : "[";
   const char *close = o->mark_close ? o->mark_close : "]";
-  sqlite3_bind_text(st, 1, open, -1, SQLITE_STATIC);
-  sqlite3_bind_text(st, 2, close, -1, SQLITE_STATIC);
-  if (o->conversation_id)
-    sqlite3_bind_text(st, 4, o->conversation_id, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 5, o->include_deleted != 0);
   sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
   sqlite3_bind_text(st, 7, w->w[0], -1, SQLITE_STATIC);
-  int r;
-  while ((r = sqlite3_step(st)) == SQLITE_ROW && out->n < limit)
-    if (read_hit(st, w, open, close, &out->items[out->n++]) != 0)
-      return jm__errf(err, -ENOMEM, "out of memory");
-  if (r != SQLITE_ROW && r != SQLITE_DONE)
-    return jm__sql_err(s->m, err, "search failed");
-  return 0;
+  sqlite3_bind_int64(st, 12, RANK_CANDIDATES);
+  int r = SQLITE_DONE;
+  while (rc == 0 && out->n < limit && (r = sqlite3_step(st)) == SQLITE_ROW) {
+    size_t k = out->n++;
+    if (read_hit(st, w, open, close, &out->items[k], &rowids[k],
+                 &indexed[k]) != 0)
+      rc = jm__errf(err, -ENOMEM, "out of memory");
+  }
+  if (rc == 0 && r != SQLITE_ROW && r != SQLITE_DONE)
+    rc = jm__sql_err(s->m, err, "search failed");
+  sqlite3_reset(st); /* done reading: the snippets query the index anew */
+  for (size_t k = 0; rc == 0 && k < out->n; k++)
+    if (indexed[k] &&
+        fts_snippet(s, match, rowids[k], open, close,
+                    &out->items[k].snippet) != 0)
+      rc = jm__sql_err(s->m, err, "cannot make a snippet");
+  free(rowids);
+  free(indexed);
+  return rc;
+}
+
+/* The rowid range to search: one conversation's rows, or everything. */
+static void rowid_range(jm_store *s, const char *conv, int64_t *lo,
+                        int64_t *hi) {
+  *lo = 0;
+  *hi = INT64_MAX;
+  sqlite3_stmt *st;
+  if (conv == NULL ||
+      sqlite3_prepare_v2(s->m->db,
+                         "SELECT min(rowid), max(rowid) FROM messages WHERE "
+                         "conversation_id = ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return;
+  sqlite3_bind_text(st, 1, conv, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW &&
+      sqlite3_column_type(st, 0) != SQLITE_NULL) {
+    *lo = sqlite3_column_int64(st, 0);
+    *hi = sqlite3_column_int64(st, 1);
+  }
+  sqlite3_finalize(st);
 }
 
 int jm_store_search(jm_store *s, const char *query,
@@ -272,15 +347,22 @@ int jm_store_search(jm_store *s, const char *query,
     rc = jm__sql_err(s->m, err, "cannot prepare search");
   for (int i = 0; rc == 0 && i < w.n; i++) {
     pats[i] = like_pattern(w.w[i]);
-    sqlite3_bind_text(st, 9 + i, pats[i], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13 + i, pats[i], -1, SQLITE_STATIC);
   }
   if (rc == 0) {
+    int64_t lo, hi;
+    rowid_range(s, o.conversation_id, &lo, &hi);
     sqlite3_bind_int64(st, 8, upto);
+    sqlite3_bind_int64(st, 10, lo);
+    sqlite3_bind_int64(st, 11, hi);
+    if (o.conversation_id)
+      sqlite3_bind_text(st, 4, o.conversation_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, o.include_deleted != 0);
     if (match)
       sqlite3_bind_text(st, 3, match, -1, SQLITE_STATIC);
   }
   if (rc == 0)
-    rc = run(s, st, &w, &o, out, err);
+    rc = run(s, st, &w, match, &o, out, err);
   sqlite3_finalize(st);
   for (int i = 0; i < MAX_WORDS; i++)
     free(pats[i]);
