@@ -242,9 +242,218 @@ static void bind_msg(sqlite3_stmt *st, const char *id, const jm__msg *g) {
   bind_ts(st, 16, g->edited_at);
 }
 
+static int write_row(jm__writer *w, jm__msg *g);
+
+/* The kept set ------------------------------------------------------------------ */
+
+static size_t kept_slot(const jm__kept *k, int64_t rowid) {
+  uint64_t h = (uint64_t)rowid * 0x9E3779B97F4A7C15ULL;
+  size_t i = (size_t)(h >> 17) & (k->cap - 1);
+  while (k->slots[i] != 0 && k->slots[i] != rowid)
+    i = (i + 1) & (k->cap - 1);
+  return i;
+}
+
+static int kept_has(const jm__kept *k, int64_t rowid) {
+  return k->cap && k->slots[kept_slot(k, rowid)] == rowid;
+}
+
+static int kept_add(jm__kept *k, int64_t rowid) {
+  if ((k->n + 1) * 2 > k->cap) { /* keep it at most half full */
+    size_t cap = k->cap ? k->cap * 2 : 1024;
+    int64_t *old = k->slots;
+    size_t oldcap = k->cap;
+    if ((k->slots = calloc(cap, sizeof *k->slots)) == NULL) {
+      k->slots = old;
+      return -ENOMEM;
+    }
+    k->cap = cap;
+    k->n = 0;
+    for (size_t i = 0; i < oldcap; i++)
+      if (old[i]) {
+        k->slots[kept_slot(k, old[i])] = old[i];
+        k->n++;
+      }
+    free(old);
+  }
+  size_t i = kept_slot(k, rowid);
+  if (k->slots[i] == 0) {
+    k->slots[i] = rowid;
+    k->n++;
+  }
+  return 0;
+}
+
+void jm__kept_free(jm__kept *k) {
+  free(k->slots);
+  memset(k, 0, sizeof *k);
+}
+
+/* Diff-replay ---------------------------------------------------------------------
+ *
+ * jm_mirror_replay() of one conversation folds its file from scratch and
+ * must leave exactly the rows a wipe-and-insert would.  Wiping is what a
+ * replay means, but it makes the full-text index forget and relearn every
+ * message (FTS5 must re-tokenise the old text to delete it): seconds for a
+ * conversation of 10,000 messages.  So the fold's result is applied as a
+ * diff, in the same single transaction: a message whose row already holds
+ * exactly the folded columns is left alone, one that differs is rewritten,
+ * and rows the fold did not produce are deleted at the end.  Nothing else
+ * differs for a reader; the rows still come from the journal alone. */
+
+/* A row that holds `seq` but is not `keep` and not this replay's: it is in
+ * the way of a unique index and not part of the result; delete it. */
+static int clear_seq(jm__writer *w, int64_t seq, int64_t keep) {
+  sqlite3_stmt *st = jm__stmt(w->m, JM__S_MSG_BY_SEQ, w->err);
+  if (st == NULL)
+    return JM_ESQLITE;
+  sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, seq);
+  int64_t other = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0)
+                                                  : 0;
+  sqlite3_reset(st);
+  if (other == 0 || other == keep || kept_has(w->kept, other))
+    return 0;
+  if ((st = jm__stmt(w->m, JM__S_MSG_DEL, w->err)) == NULL)
+    return JM_ESQLITE;
+  sqlite3_bind_int64(st, 1, other);
+  return step_done(w->m, st, w->err, "cannot delete message");
+}
+
+/* The row holding message `g`'s id in this conversation (0: none). */
+static int64_t row_of(jm__writer *w, const jm__msg *g, int *rc) {
+  sqlite3_stmt *st = jm__stmt(w->m, JM__S_MSG_ROWID, w->err);
+  if (st == NULL) {
+    *rc = JM_ESQLITE;
+    return 0;
+  }
+  sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, g->id, (int)g->id_len, SQLITE_STATIC);
+  int s = sqlite3_step(st);
+  int64_t r = s == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_reset(st);
+  if (s != SQLITE_ROW && s != SQLITE_DONE)
+    *rc = jm__sql_err(w->m, w->err, "cannot read message");
+  return r;
+}
+
+/* Does row `rowid` hold exactly g's values, stored as g would store them?
+ * Compared by SQLite on the stored values, so that no tampered column can
+ * pass for equal. */
+static int row_same(jm__writer *w, const jm__msg *g, int64_t rowid,
+                    int *rc) {
+  sqlite3_stmt *st = jm__stmt(w->m, JM__S_MSG_SAME, w->err);
+  if (st == NULL) {
+    *rc = JM_ESQLITE;
+    return 0;
+  }
+  bind_msg(st, w->id, g);
+  sqlite3_bind_int64(st, 17, rowid);
+  int s = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (s != SQLITE_ROW && s != SQLITE_DONE)
+    *rc = jm__sql_err(w->m, w->err, "cannot compare message");
+  return s == SQLITE_ROW;
+}
+
+/* A folded message this replay has not written yet: keep the row that
+ * holds exactly it, else write it (over the row holding its id, if any). */
+static int write_diff(jm__writer *w, jm__msg *g) {
+  int rc = 0;
+  int64_t rowid = row_of(w, g, &rc);
+  if (rc == 0 && rowid && !kept_has(w->kept, rowid) &&
+      row_same(w, g, rowid, &rc))
+    rc = kept_add(w->kept, rowid); /* already right: not touched */
+  else if (rc == 0) {
+    g->rowid = rowid;
+    rc = clear_seq(w, g->seq, g->rowid);
+    if (rc == 0)
+      rc = write_row(w, g);
+    if (rc == 0)
+      rc = kept_add(w->kept, g->rowid ? g->rowid
+                                      : sqlite3_last_insert_rowid(w->m->db));
+  }
+  return rc == -ENOMEM ? jm__errf(w->err, rc, "out of memory") : rc;
+}
+
+/* The loader of a diff-replay: only rows this replay wrote are its own. */
+static int load_kept(void *ctx, jm__msg *msg) {
+  jm__writer *w = ctx;
+  int rc = jm__load_msg(w, msg);
+  if (rc == 1 && !kept_has(w->kept, msg->rowid)) {
+    jm__msg_clear(msg);
+    msg->rowid = 0;
+    return 0;
+  }
+  return rc;
+}
+
+int jm__diff_begin(jm__writer *w, jm__kept *kept) {
+  memset(kept, 0, sizeof *kept);
+  w->kept = kept;
+  sqlite3_stmt *st = jm__stmt(w->m, JM__S_BAD_DEL, w->err);
+  if (st == NULL)
+    return JM_ESQLITE;
+  sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+  return step_done(w->m, st, w->err, "cannot clear bad lines");
+}
+
+/* After the last flush: rows of the conversation the fold did not make. */
+static int diff_end(jm__writer *w) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(w->m->db,
+                         "SELECT rowid FROM messages WHERE conversation_id = "
+                         "?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return jm__sql_err(w->m, w->err, "cannot list messages");
+  sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+  int64_t *gone = NULL;
+  size_t n = 0, cap = 0;
+  int rc = 0;
+  while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    int64_t r = sqlite3_column_int64(st, 0);
+    if (kept_has(w->kept, r))
+      continue;
+    if (n == cap) {
+      int64_t *p = realloc(gone, (cap = cap ? cap * 2 : 64) * sizeof *p);
+      if (p == NULL)
+        rc = jm__errf(w->err, -ENOMEM, "out of memory");
+      else
+        gone = p;
+    }
+    if (rc == 0)
+      gone[n++] = r;
+  }
+  sqlite3_finalize(st);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if ((st = jm__stmt(w->m, JM__S_MSG_DEL, w->err)) == NULL)
+      rc = JM_ESQLITE;
+    else {
+      sqlite3_bind_int64(st, 1, gone[i]);
+      rc = step_done(w->m, st, w->err, "cannot delete message");
+    }
+  }
+  free(gone);
+  return rc;
+}
+
+static int write_row(jm__writer *w, jm__msg *g) {
+  int upd = g->rowid != 0;
+  sqlite3_stmt *st =
+      jm__stmt(w->m, upd ? JM__S_MSG_UPD : JM__S_MSG_INS, w->err);
+  if (st == NULL)
+    return JM_ESQLITE;
+  bind_msg(st, w->id, g);
+  if (upd)
+    sqlite3_bind_int64(st, 17, g->rowid);
+  return step_done(w->m, st, w->err, "cannot write message");
+}
+
 static int write_msg(void *ctx, jm__msg *g) {
   jm__writer *w = ctx;
   sqlite3_stmt *st;
+  if (w->kept && g->exists && g->rowid == 0)
+    return write_diff(w, g);
   if (!g->exists) {
     if (g->rowid == 0)
       return 0; /* created and deleted within the batch */
@@ -253,14 +462,7 @@ static int write_msg(void *ctx, jm__msg *g) {
     sqlite3_bind_int64(st, 1, g->rowid);
     return step_done(w->m, st, w->err, "cannot delete message");
   }
-  int upd = g->rowid != 0;
-  if ((st = jm__stmt(w->m, upd ? JM__S_MSG_UPD : JM__S_MSG_INS, w->err)) ==
-      NULL)
-    return JM_ESQLITE;
-  bind_msg(st, w->id, g);
-  if (upd)
-    sqlite3_bind_int64(st, 17, g->rowid);
-  return step_done(w->m, st, w->err, "cannot write message");
+  return write_row(w, g);
 }
 
 static int write_bad(void *ctx, const jm__bad_rec *b) {
@@ -299,17 +501,22 @@ int jm__flush(jm__writer *w, jm__fold *f) {
   if (rc == 0)
     rc = jm__fold_flush(f, write_msg, write_bad, w);
   if (rc == 0) {
-    /* Rows of this conversation may now be in the mirror: look there. */
-    f->load = jm__load_msg;
+    /* Rows of this conversation may now be in the mirror: look there (a
+     * diff-replay only at the rows it wrote). */
+    f->load = w->kept ? load_kept : jm__load_msg;
     f->load_ctx = w;
   }
   return rc;
 }
 
-int jm__commit_conversation(jm_mirror *m, const char *id, jm__fold *f,
-                            int fd, const jm__file_state *fs, jm_error *err) {
-  jm__writer w = {m, id, err};
-  int rc = jm__flush(&w, f);
+int jm__commit_conversation(jm__writer *w, jm__fold *f, int fd,
+                            const jm__file_state *fs) {
+  jm_mirror *m = w->m;
+  const char *id = w->id;
+  jm_error *err = w->err;
+  int rc = jm__flush(w, f);
+  if (rc == 0 && w->kept)
+    rc = diff_end(w);
   if (rc)
     return rc;
   unsigned char head[32], tail[32];
@@ -564,7 +771,7 @@ static int ingest_locked(slice *s, const jm__file_state *now) {
   s->res->offset = fs.offset;
   jm_reader_free(r);
   if (rc == 0)
-    rc = jm__commit_conversation(m, s->id, s->fold, s->fd, &fs, s->err);
+    rc = jm__commit_conversation(s->w, s->fold, s->fd, &fs);
   return rc;
 }
 
@@ -620,7 +827,7 @@ int jm_mirror_ingest(jm_mirror *m, const char *id, const jm_ingest_limits *lim,
   }
   jm__fold fold;
   jm__fold_init(&fold, NULL, NULL);
-  jm__writer w = {m, id, err};
+  jm__writer w = {m, id, err, NULL};
   slice s = {m, id, fd, &fold, &w, lim, res, err};
   rc = jm__exec(m, "BEGIN IMMEDIATE", err);
   if (rc == 0) {

@@ -86,6 +86,19 @@ static const char *const stmt_sql[JM__S_COUNT] = {
   [JM__S_BAD_PUT] = ("INSERT OR REPLACE INTO bad_lines (conversation_id,"
                      " line, byte_offset, reason, message)"
                      " VALUES (?1, ?2, ?3, ?4, ?5)"),
+  [JM__S_MSG_BY_SEQ] = ("SELECT rowid FROM messages"
+                        " WHERE conversation_id = ?1 AND seq = ?2"),
+  [JM__S_BAD_DEL] = "DELETE FROM bad_lines WHERE conversation_id = ?1",
+  [JM__S_MSG_ROWID] = ("SELECT rowid FROM messages"
+                       " WHERE conversation_id = ?1 AND id = ?2"),
+  /* Exactly these values, stored as these types (diff-replay). */
+  [JM__S_MSG_SAME] =
+    ("SELECT 1 FROM messages WHERE rowid = ?17 AND conversation_id IS ?1"
+     " AND id IS ?2 AND seq IS ?3 AND role IS ?4 AND content IS ?5"
+     " AND parent_id IS ?6 AND brain IS ?7 AND reasoning_level IS ?8"
+     " AND thinking IS ?9 AND meta IS ?10 AND status IS ?11"
+     " AND stop_reason IS ?12 AND usage IS ?13 AND created_at IS ?14"
+     " AND updated_at IS ?15 AND edited_at IS ?16"),
 };
 
 int jm__sql_err(jm_mirror *m, jm_error *err, const char *what) {

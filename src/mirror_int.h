@@ -26,6 +26,10 @@ typedef enum jm__stmt_id {
   JM__S_MSG_UPD,
   JM__S_MSG_DEL,
   JM__S_BAD_PUT,
+  JM__S_MSG_BY_SEQ,
+  JM__S_BAD_DEL,
+  JM__S_MSG_ROWID,
+  JM__S_MSG_SAME,
   JM__S_COUNT
 } jm__stmt_id;
 
@@ -78,6 +82,19 @@ int jm__source_get(jm_mirror *m, const char *id, jm__source *src,
                    jm_error *err);
 int jm__conv_load(jm_mirror *m, const char *id, jm__conv *c, int *found,
                   jm_error *err);
+/* Rows a diff-replay has written or found equal (a set of rowids). */
+typedef struct jm__kept {
+  int64_t *slots; /* open addressing, 0 = empty (rowids start at 1) */
+  size_t cap, n;
+} jm__kept;
+
+typedef struct jm__writer {
+  jm_mirror *m;
+  const char *id;
+  jm_error *err;
+  jm__kept *kept; /* non-NULL: replay as a diff (ingest.c) */
+} jm__writer;
+
 /* Writes the conversation row, flushes the fold, writes the source row. */
 typedef struct jm__file_state {
   uint64_t offset, lines, size;
@@ -86,14 +103,12 @@ typedef struct jm__file_state {
 /* size, device, inode and mtime (ns) of a stat; offset/lines untouched */
 struct stat;
 void jm__file_state_of(const struct stat *st, jm__file_state *fs);
-int jm__commit_conversation(jm_mirror *m, const char *id, jm__fold *f,
-                            int fd, const jm__file_state *fs, jm_error *err);
-/* The writer context that jm__fold_flush visits. */
-typedef struct jm__writer {
-  jm_mirror *m;
-  const char *id;
-  jm_error *err;
-} jm__writer;
+int jm__commit_conversation(jm__writer *w, jm__fold *f, int fd,
+                            const jm__file_state *fs);
+/* Diff-replay: start (drop bad lines, keep messages), and free the set. */
+int jm__diff_begin(jm__writer *w, jm__kept *kept);
+void jm__kept_free(jm__kept *k);
+
 int jm__flush(jm__writer *w, jm__fold *f);
 int jm__load_msg(void *ctx, jm__msg *msg);
 int jm__wipe(jm_mirror *m, const char *id, jm_error *err);

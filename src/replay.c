@@ -41,6 +41,7 @@ typedef struct sink_ctx {
   int wipe;              /* wipe each conversation first (in place) */
   jm__fold fold;
   jm__writer w;
+  jm__kept kept;         /* in place: the rows this replay keeps */
   jm_rebuild_stats *stats;
   jm_ingest_result *res;
   jm_progress_fn progress;
@@ -54,7 +55,9 @@ static int s_begin(void *ctx, jm__pl_file *f) {
   s->w.m = s->m;
   s->w.id = f->id;
   s->w.err = s->err;
-  return s->wipe ? jm__wipe(s->m, f->id, s->err) : 0;
+  s->w.kept = NULL;
+  /* In place: the fold's rows replace the old ones as a diff (ingest.c). */
+  return s->wipe ? jm__diff_begin(&s->w, &s->kept) : 0;
 }
 
 static int s_event(void *ctx, jm__pl_file *f, const jm__fev *ev) {
@@ -88,9 +91,10 @@ static int s_end(void *ctx, jm__pl_file *f, uint64_t offset, uint64_t lines) {
   if (fd < 0)
     rc = jm__errno_f(s->err, -fd, "cannot open '%s'", f->path);
   else
-    rc = jm__commit_conversation(s->m, f->id, &s->fold, fd, &fi->fs, s->err);
+    rc = jm__commit_conversation(&s->w, &s->fold, fd, &fi->fs);
   jm__close(fd);
   jm__fold_release(&s->fold);
+  jm__kept_free(&s->kept);
   s->stats->conversations++;
   if (s->res) {
     s->res->offset = offset;
@@ -102,8 +106,10 @@ static int s_end(void *ctx, jm__pl_file *f, uint64_t offset, uint64_t lines) {
 
 static int s_io_error(void *ctx, jm__pl_file *f, int err, int begun) {
   sink_ctx *s = ctx;
-  if (begun)
+  if (begun) {
     jm__fold_release(&s->fold);
+    jm__kept_free(&s->kept);
+  }
   if (err == -ENOENT && s->wipe == 0)
     return 0; /* rebuild: the file went away since the scan; skip it */
   return jm__errno_f(s->err, -err, "cannot read '%s'", f->path);
@@ -201,6 +207,7 @@ int jm_mirror_replay(jm_mirror *m, const char *id, int threads,
       jm__exec(m, "ROLLBACK", NULL);
   }
   jm__fold_release(&s.fold);
+  jm__kept_free(&s.kept);
   res->events = stats.events;
   res->bad_lines = stats.bad_lines;
   res->file_size = fi.fs.size;

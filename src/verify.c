@@ -331,7 +331,7 @@ static int v_bad(void *ctx, jm__pl_file *f, uint64_t line, uint64_t offset,
 static int v_end(void *ctx, jm__pl_file *f, uint64_t offset, uint64_t lines) {
   vctx *v = ctx;
   vfile *vf = f->user;
-  jm__writer w = {&v->scratch, f->id, v->err};
+  jm__writer w = {&v->scratch, f->id, v->err, NULL};
   int rc = jm__flush(&w, &v->fold);
   jm__fold_release(&v->fold);
   jm_verify_item it;
