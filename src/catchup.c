@@ -181,6 +181,13 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static int count_backlog(void *ctx, const jm_file_status *f) {
+  uint64_t *b = ctx;
+  if (f->changed && f->size > f->offset)
+    *b += f->size - f->offset;
+  return 0;
+}
+
 int jm_mirror_catch_up(jm_mirror *m, const char *const *ids, size_t n_ids,
                        const jm_ingest_limits *lim, jm_progress_fn progress,
                        void *progress_ctx, jm_catchup_stats *st,
@@ -206,6 +213,13 @@ int jm_mirror_catch_up(jm_mirror *m, const char *const *ids, size_t n_ids,
   cu c = {m, lim, st, err, NULL, 0, progress, progress_ctx, 0,
           NULL, NULL, NULL};
   int rc = load_known(&c);
+  uint64_t backlog = 0;
+  if (rc == 0)
+    rc = jm_mirror_changed(m, count_backlog, NULL, &backlog, NULL, err);
+  /* A big backlog: index the new messages in bulk afterwards rather than
+   * one by one inside every ingest transaction. */
+  if (rc == 0 && backlog > JM__DEFER_INDEX_BYTES)
+    rc = jm_mirror_index_defer(m, err) < 0 ? -1 : 0;
   if (rc == 0)
     rc = jm_journal_scan(m->root, visit_ingest, &c, &st->ignored_files, err);
   if (rc == 0)

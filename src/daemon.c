@@ -404,6 +404,10 @@ static void finish_reconcile(jm__daemon *d, jm__job *j) {
   for (size_t i = 0; i < j->nremoved; i++)
     cstate_remove(d, j->removed[i]);
   d->ignored_files = j->cst.ignored_files;
+  if (jm__bytes_behind(d) > JM__DEFER_INDEX_BYTES) {
+    d->defer_index = 1; /* the next ingest job defers the search index */
+    d->index_done = 0;
+  }
   jm__log(d, JM_LOG_INFO,
           "reconciled %zu files in %.0f ms: %zu changed, %zu removed, %llu "
           "ignored",
@@ -489,6 +493,8 @@ static jm__job *ingest_job(jm__daemon *d) {
     return NULL;
   }
   j->kind = JM__JOB_INGEST;
+  j->defer_index = d->defer_index;
+  d->defer_index = 0;
   jm__cstate *c;
   while (j->n < INGEST_BATCH && (c = pop_dirty(d)) != NULL)
     if ((j->items[j->n].id = jm__strdup(c->id)) != NULL)

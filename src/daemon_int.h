@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "internal.h"
+#include "mirror_int.h"
 #include "jmirror/daemon.h"
 #include "jmirror/journal.h"
 #include "jmirror/mirror.h"
@@ -67,6 +68,7 @@ typedef struct jm__job {
   struct jm__daemon *d;
   jm__job_kind kind;
   /* ingest: ids in, results out (n_done processed within the budget) */
+  int defer_index;            /* first stop indexing new rows one by one */
   jm__job_item *items;
   size_t n, n_done;
   /* reconcile: files seen and removed ids, collected on the worker */
@@ -106,6 +108,7 @@ typedef struct jm__daemon {
   jm__cstate *dirty_head, *dirty_tail;
   int want_reconcile;         /* a full scan is due */
   int index_done;             /* the full-text index covers every row */
+  int defer_index;            /* big backlog: defer indexing first */
   /* work */
   jm__job *job;               /* the running job, or NULL */
   jm__request *req_head, *req_tail;

@@ -30,6 +30,8 @@ static void run_ingest(jm__job *j) {
   jm__daemon *d = j->d;
   jm_ingest_limits lim = {SLICE_BYTES, SLICE_EVENTS};
   uint64_t t0 = jm__now_ms();
+  if (j->defer_index) /* a big backlog: index it in bulk afterwards */
+    jm_mirror_index_defer(d->m, NULL);
   for (size_t i = 0; i < j->n; i++) {
     jm__job_item *it = &j->items[i];
     jm_error err;

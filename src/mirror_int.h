@@ -134,6 +134,9 @@ int jm__journal_dir_present(jm_mirror *m);
 /* ingest.c: 1 if the mirror has read id's file as it is now. */
 int jm__mirror_current(jm_mirror *m, const char *id, jm_error *err);
 
+/* A backlog larger than this is ingested with the search index deferred. */
+#define JM__DEFER_INDEX_BYTES ((uint64_t)16 << 20)
+
 /* searchindex.c: rows with rowid <= *upto are in the full-text index. */
 int jm__search_upto(jm_mirror *m, int64_t *upto);
 

@@ -118,3 +118,17 @@ int jm_mirror_index_step(jm_mirror *m, size_t max_rows, jm_search_progress *p,
   jm__exec(m, "ROLLBACK", NULL);
   return rc;
 }
+
+int jm_mirror_index_defer(jm_mirror *m, jm_error *err) {
+  if (!jm_mirror_locked(m))
+    return jm__errf(err, JM_EUSAGE,
+                    "deferring the search index needs the writer lock");
+  /* Rows up to the largest rowid stay indexed; rows added from now on are
+   * left to the builder: the invariant holds, search scans them meanwhile. */
+  int rc = jm__exec(m,
+                    "UPDATE settings SET value = (SELECT coalesce(max(rowid),"
+                    " 0) FROM messages) WHERE key = 'search_upto' AND value ="
+                    " '" ALL "'",
+                    err);
+  return rc ? rc : sqlite3_changes(m->db) > 0;
+}

@@ -184,6 +184,14 @@ typedef struct jm_search_progress {
 int jm_mirror_index_step(jm_mirror *m, size_t max_rows, jm_search_progress *p,
                          jm_error *err);
 
+/*
+ * Before a large ingest: stop indexing new messages one by one as they
+ * arrive (the triggers would tokenise each in the ingest's transaction);
+ * they are indexed in bulk afterwards by jm_mirror_index_step().  Returns 1
+ * if indexing was deferred, 0 if it already was.  Needs the writer lock.
+ */
+int jm_mirror_index_defer(jm_mirror *m, jm_error *err);
+
 /* ------------------------------------------------------------------ */
 /* Rebuild everything.                                                  */
 
