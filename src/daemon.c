@@ -128,6 +128,7 @@ static void cstate_remove(jm__daemon *d, const char *id) {
       jm__cstate *c = *pp;
       if (c->dirty)
         return; /* still queued: the job will settle it */
+      d->nfailing -= c->failed != 0;
       *pp = c->next;
       free(c->id);
       free(c);
@@ -301,19 +302,19 @@ static void retry_fire(uv_timer_t *t) {
   for (size_t i = 0; i < d->nbuckets; i++)
     for (jm__cstate *c = d->buckets[i], *next; c; c = next) {
       next = c->next; /* mark_dirty drops an entry that is no file */
-      if (c->failed) {
-        c->failed = 0;
+      if (c->failed)
         jm__mark_dirty(d, c->id);
-      }
     }
   jm__schedule(d);
 }
 
 static void note_failure(jm__daemon *d, const char *id, const char *msg) {
   snprintf(d->last_error, sizeof d->last_error, "%s", msg);
-  jm__cstate *c = jm__cstate_get(d, id, 1);
-  if (c)
+  jm__cstate *c = id[0] ? jm__cstate_get(d, id, 1) : NULL;
+  if (c && !c->failed) {
     c->failed = 1;
+    d->nfailing++;
+  }
   if (!uv_is_active((uv_handle_t *)&d->retry_timer)) {
     d->retry_ms = d->retry_ms ? d->retry_ms * 2 : RETRY_MIN_MS;
     if (d->retry_ms > RETRY_MAX_MS)
@@ -324,7 +325,6 @@ static void note_failure(jm__daemon *d, const char *id, const char *msg) {
 }
 
 static void finish_ingest(jm__daemon *d, jm__job *j) {
-  int failed = 0;
   for (size_t i = 0; i < j->n; i++) {
     jm__job_item *it = &j->items[i];
     jm__cstate *c = jm__cstate_get(d, it->id, 1);
@@ -334,11 +334,13 @@ static void finish_ingest(jm__daemon *d, jm__job *j) {
       continue;
     }
     if (it->rc != 0) {
-      if (it->rc != JM_ECANCELED) {
+      if (it->rc != JM_ECANCELED)
         note_failure(d, it->id, it->msg);
-        failed = 1;
-      }
       continue;
+    }
+    if (c && c->failed) {
+      c->failed = 0;
+      d->nfailing--;
     }
     d->events += it->res.events;
     d->bad_lines += it->res.bad_lines;
@@ -369,10 +371,10 @@ static void finish_ingest(jm__daemon *d, jm__job *j) {
     }
     check_waiters(d, it->id, 0);
   }
-  /* The back-off starts over only once nothing is failing: other files
-   * ingesting fine must not reset it, or one unreadable file would be
-   * retried (and logged) every RETRY_MIN_MS while they are written. */
-  if (!failed && !uv_is_active((uv_handle_t *)&d->retry_timer))
+  /* The back-off starts over only once no conversation is failing: other
+   * files ingesting fine must not reset it, or one unreadable file would
+   * be retried (and logged) every RETRY_MIN_MS while they are written. */
+  if (d->nfailing == 0)
     d->retry_ms = 0;
 }
 

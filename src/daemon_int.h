@@ -27,7 +27,8 @@ typedef struct jm__cstate {
   uint64_t size;            /* file size at the last stat */
   uint64_t offset;          /* bytes ingested (from the mirror) */
   int dirty;                /* on the dirty list */
-  int failed;               /* last ingest failed: retried by the timer */
+  int failed;               /* last ingest failed: retried by the timer
+                             * until one succeeds */
 } jm__cstate;
 
 typedef struct jm__client jm__client;
@@ -98,6 +99,7 @@ typedef struct jm__daemon {
   uv_timer_t retry_timer;     /* armed only after a failure */
   uv_timer_t poll_timer;      /* armed only if even the root is missing */
   unsigned retry_ms;          /* current back-off */
+  size_t nfailing;            /* conversations with `failed` set */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_pipe_t server;
   int server_open;
