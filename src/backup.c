@@ -274,6 +274,7 @@ typedef struct onefile {
   uint64_t copy_len;         /* the root's bytes up to its last LF */
   uint64_t base;             /* bytes of the backup's copy kept */
   int whole;                 /* copied whole, into a temporary file */
+  int shared;                /* the backup's copy has other hard links */
   entry *e;
 } onefile;
 
@@ -305,6 +306,25 @@ static int still_vouched(bk *b, onefile *f, const struct stat *ds) {
   return strcmp(hex, f->e->sha) == 0;
 }
 
+/* The backup's copy must never be the root's file (a hard link to it, or
+ * reached through a symbolic link): writing or cutting it back would change
+ * the ground truth.  A copy that shares its inode with another file (a
+ * hard-linked snapshot of an earlier backup, as `cp -al` or rsync
+ * --link-dest make) is never changed in place either: plan() copies it
+ * whole into a new file, which the rename at the end puts in its place. */
+static int check_not_shared(bk *b, onefile *f, const struct stat *ss,
+                            const char *dp) {
+  struct stat ds;
+  if (fstat(f->dst, &ds) != 0)
+    return jm__errno_f(b->err, errno, "cannot stat '%s'", dp);
+  if (ds.st_dev == ss->st_dev && ds.st_ino == ss->st_ino)
+    return jm__errf(b->err, JM_EUSAGE,
+                    "'%s' is the root's own journal file (a hard link?): "
+                    "refusing to write into it", dp);
+  f->shared = ds.st_nlink > 1;
+  return 0;
+}
+
 /* Decide how much of the backup's copy can be kept. */
 static int plan(bk *b, onefile *f) {
   struct stat ds;
@@ -313,7 +333,10 @@ static int plan(bk *b, onefile *f) {
   uint64_t dsize = (uint64_t)ds.st_size;
   f->base = f->e ? f->e->bytes : 0;
   const char *why = NULL;
-  if (f->e && dsize < f->base)
+  if (f->shared)
+    why = "copied whole: the backup's copy is a hard link shared with "
+          "another file, which must not change";
+  else if (f->e && dsize < f->base)
     why = "copied whole: the backup's copy is shorter than its manifest says";
   else if (f->e && f->base > f->copy_len)
     why = "copied whole: it is shorter in the root than in the backup";
@@ -395,6 +418,8 @@ static int backup_file(bk *b, const char *id) {
     rc = jm__errno_f(b->err, -f.dst, "cannot open '%s'", dp);
     goto out;
   }
+  if ((rc = check_not_shared(b, &f, &ss, dp)) != 0)
+    goto out;
   if ((rc = plan(b, &f)) != 0)
     goto out;
   if (f.whole) { /* beside the old copy, which the old manifest describes */
@@ -412,7 +437,7 @@ static int backup_file(bk *b, const char *id) {
   } else
     unlink(tp); /* a whole copy a killed run left behind */
   int grew = f.copy_len > f.base;
-  if (grew && f.e && add_undo(b, dup(f.dst), f.base, NULL, NULL) != 0) {
+  if (grew && f.e && add_undo(b, fcntl(f.dst, F_DUPFD_CLOEXEC, 0), f.base, NULL, NULL) != 0) {
     rc = jm__errf(b->err, -ENOMEM, "out of memory");
     goto out;
   }
@@ -677,6 +702,30 @@ static int check_dest(const char *root, const char *dest, jm_error *err) {
   return 0;
 }
 
+/* DEST/journal, now created, must not lead back into the root: a symlink
+ * to ROOT/journal (or into the root) would have the backup write, and cut
+ * back, the ground truth itself. */
+static int check_dest_journal(const char *root, const char *dest_journal,
+                              jm_error *err) {
+  char r[PATH_MAX], d[PATH_MAX];
+  if (realpath(root, r) == NULL)
+    return jm__errno_f(err, errno, "cannot find the root '%s'", root);
+  if (realpath(dest_journal, d) == NULL)
+    return jm__errno_f(err, errno, "cannot resolve '%s'", dest_journal);
+  size_t n = strlen(r);
+  struct stat rs, ds; /* the same directory by another path: a bind mount */
+  char *rj = jm__path_join(root, "journal");
+  int same = rj && stat(rj, &rs) == 0 && stat(d, &ds) == 0 &&
+             rs.st_dev == ds.st_dev && rs.st_ino == ds.st_ino;
+  free(rj);
+  if (same || strcmp(r, d) == 0 || (strncmp(r, d, n) == 0 && d[n] == '/'))
+    return jm__errf(err, JM_EUSAGE,
+                    "'%s' leads into the root '%s' (a symbolic link or a "
+                    "mount?): refusing to back the journal up into itself",
+                    dest_journal, root);
+  return 0;
+}
+
 static int collect_id(void *ctx, const char *id) {
   bk *b = ctx;
   if (b->nids == b->capids) {
@@ -822,13 +871,18 @@ int jm_backup(const char *root, const char *dest, const jm_backup_options *opt,
       rc = 0;
     }
   }
+  if (rc == 0)
+    rc = check_dest_journal(root, b.dest_journal, err);
+  /* The mirror's snapshot before the journal's copy: the mirror never runs
+   * ahead of the journal, so the journal copied after it holds every line
+   * the snapshot has rows for (and maybe more, which a replay adds). */
+  json_t *mirror = NULL;
+  if (rc == 0 && b.opt->with_mirror)
+    rc = snapshot_mirror(&b, &mirror);
   for (size_t i = 0; rc == 0 && i < b.nids; i++)
     rc = backup_file(&b, b.ids[i]);
   if (rc == 0)
     rc = keep_gone(&b);
-  json_t *mirror = NULL;
-  if (rc == 0 && b.opt->with_mirror)
-    rc = snapshot_mirror(&b, &mirror);
   if (rc == 0)
     rc = write_manifest(&b, mirror);
   else

@@ -728,6 +728,69 @@ def test_dest_inside_root(tmp):
     assert_backup_exact(root, root + "-backup")
 
 
+def journal_bytes(root):
+    return {c: read(jfile(root, c)) for c in root_ids(root)}
+
+
+def test_dest_links_into_root(tmp):
+    """A DEST whose journal is the root's own (a symlinked directory, a
+    hard-link copy of the root) is refused and the root's files are left
+    byte for byte; a DEST that is a hard-linked snapshot of an earlier
+    backup is updated without changing that earlier backup."""
+    root = os.path.join(tmp, "root")
+    for c in ("c1", "c2"):
+        write_raw(root, c, lines(c, 0, 20, size=300))
+    before = journal_bytes(root)
+    # DEST/journal a symbolic link to ROOT/journal
+    dest = os.path.join(tmp, "symdir")
+    os.makedirs(dest)
+    os.symlink(os.path.join(root, "journal"), os.path.join(dest, "journal"))
+    r, _ = backup(root, dest)
+    assert r.code == 2 and "leads into the root" in r.err, r
+    assert journal_bytes(root) == before
+    # a hard-link copy of the root (cp -al ROOT SNAP), then the root grows:
+    # the snapshot's files are the root's files
+    snap = os.path.join(tmp, "snap")
+    subprocess.run(["cp", "-al", root, snap], check=True)
+    write_raw(root, "c1", lines("c1", 20, 3, size=300))
+    before = journal_bytes(root)
+    r, _ = backup(root, snap)
+    assert r.code == 2 and "root's own journal file" in r.err, r
+    assert journal_bytes(root) == before
+    # rsync --link-dest style: b1 starts as a hard-linked copy of b0
+    b0, b1 = os.path.join(tmp, "b0"), os.path.join(tmp, "b1")
+    backup_ok(root, b0)
+    b0_files = {c: read(dfile(b0, c)) for c in root_ids(root)}
+    b0_manifest = read(os.path.join(b0, "MANIFEST.json"))
+    subprocess.run(["cp", "-al", b0, b1], check=True)
+    write_raw(root, "c1", lines("c1", 23, 5, size=300))
+    write_raw(root, "c2", b'{"type":"message","id":"half')  # a torn tail
+    j = backup_ok(root, b1)
+    assert j["files"] == 2, j
+    assert {c: read(dfile(b0, c)) for c in root_ids(root)} == b0_files
+    assert read(os.path.join(b0, "MANIFEST.json")) == b0_manifest
+    check_ok(b0)
+    assert_backup_exact(root, b1)
+    for c in root_ids(root):
+        assert os.stat(dfile(b1, c)).st_nlink == 1, c
+    # the next backup into b1 appends in place again
+    write_raw(root, "c2", b'","role":"user"}\n')
+    j = backup_ok(root, b1)
+    assert j["appended"] >= 1, j
+    assert_backup_exact(root, b1)
+    # a symbolic link for a file in DEST/journal is never followed
+    dest = os.path.join(tmp, "symfile")
+    backup_ok(root, dest)
+    outside = os.path.join(tmp, "outside.jsonl")
+    with open(outside, "wb") as f:
+        f.write(b"precious\n")
+    os.unlink(dfile(dest, "c1"))
+    os.symlink(outside, dfile(dest, "c1"))
+    r, _ = backup(root, dest)
+    assert r.code != 0 and "c1.jsonl" in r.err, r
+    assert read(outside) == b"precious\n"
+
+
 def unprivileged():
     """A command prefix that runs as nobody, or None."""
     for pre in (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
