@@ -462,7 +462,10 @@ static int write_msg(void *ctx, jm__msg *g) {
     sqlite3_bind_int64(st, 1, g->rowid);
     return step_done(w->m, st, w->err, "cannot delete message");
   }
-  return write_row(w, g);
+  /* A row this replay wrote, rewritten: deleted and re-created since, the
+   * message has a new seq, which a stale row of the old mirror may hold. */
+  int rc = w->kept ? clear_seq(w, g->seq, g->rowid) : 0;
+  return rc ? rc : write_row(w, g);
 }
 
 static int write_bad(void *ctx, const jm__bad_rec *b) {

@@ -1040,6 +1040,57 @@ static void test_replay_diff_equals_fresh(void) {
   }
 }
 
+/* A replay in place that crosses a flush (more than 8 MiB of folded rows)
+ * and then deletes and re-creates a message written before the flush: the
+ * re-created message takes a new seq, which a stale row of the old mirror
+ * may hold.  Once a UNIQUE (conversation_id, seq) failure. */
+static void put_msg(mt_buf *b, const char *id, int fill) {
+  mt_puts(b, "{\"type\":\"message\",\"ts\":\"2026-01-01T00:00:00Z\","
+             "\"id\":\"");
+  mt_puts(b, id);
+  mt_puts(b, "\",\"role\":\"user\",\"content\":\"");
+  for (int i = 0; i < fill; i++)
+    mt_puts(b, "0123456789abcdef");
+  mt_puts(b, "\"}\n");
+}
+
+static void test_replay_diff_recreate_after_flush(void) {
+  const char *root = mt_root("recreate");
+  mt_buf a = {0}, b = {0};
+  int big = 200; /* 64 KiB each: the fold flushes after about 128 */
+  put_msg(&a, "m1", 1);
+  put_msg(&b, "m1", 1);
+  for (int i = 0; i < big; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "b%d", i);
+    put_msg(&a, id, 4096);
+    put_msg(&b, id, 4096);
+  }
+  /* old: lines big+2, big+3 create y and z (seqs big+2, big+3) */
+  put_msg(&a, "y", 1);
+  put_msg(&a, "z", 1);
+  /* new: m1 deleted at line big+2, re-created at big+3 */
+  mt_puts(&b, "{\"type\":\"message.deleted\",\"ts\":\"2026-01-01T00:00:01Z\","
+              "\"id\":\"m1\"}\n");
+  put_msg(&b, "m1", 2);
+  mt_write(root, "c1", a.p, a.len);
+  jm_mirror *m = mt_open(root, NULL, 0);
+  mt_ingest(m, "c1", NULL);
+  mt_write(root, "c1", b.p, b.len);
+  mt_replay(m, "c1", 1);
+  const char *fresh = test_fmt("%s/fresh.db", root);
+  jm_mirror *f = mt_open(root, fresh, 0);
+  mt_replay(f, "c1", 1);
+  char *da = mt_dump(jm_mirror_db_path(m)), *df = mt_dump(fresh);
+  MT_SAME(da, df, "replayed in place", "replayed fresh");
+  free(da);
+  free(df);
+  jm_mirror_close(f);
+  jm_mirror_close(m);
+  mt_buf_free(&a);
+  mt_buf_free(&b);
+}
+
 /* A build of the search index from nothing runs with FTS5's automerge off
  * and sets it back to the default at its last step; the index it leaves is
  * intact and complete. */
@@ -1108,6 +1159,7 @@ static const test_case cases[] = {
     TEST_CASE(test_ingest_drift),
     TEST_CASE(test_verify_sees_tampering),
     TEST_CASE_T(test_replay_diff_equals_fresh, 120),
+    TEST_CASE_T(test_replay_diff_recreate_after_flush, 120),
     TEST_CASE(test_index_build_automerge),
     {0},
 };
