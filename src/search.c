@@ -21,7 +21,12 @@
  * Cost: ranking is bm25 among the newest 5,000 messages the index matches
  * (exact below that), snippets are made only for the rows returned, and a
  * scan goes newest first and stops at the limit.  A query for a word in
- * most messages therefore costs about the same as a rare one.
+ * most messages therefore costs about the same as a rare one.  When the
+ * filters applied after that cut (the conversation, deleted conversations,
+ * short words) leave fewer results than the limit while the index had more
+ * matches beyond the cut, the cut is widened eightfold and the query run
+ * again, until the limit is met or nothing is left beyond it: a filter
+ * never hides a match, it only costs more when it rejects most of them.
  */
 #include "store_int.h"
 
@@ -254,23 +259,46 @@ void jm_search_results_free(jm_search_results *r) {
 
 #define RANK_CANDIDATES 5000
 
+/* Room for twice as many hits (the three arrays side by side). */
+static int grow(jm_search_results *out, int64_t **rowids, int **indexed,
+                size_t *have) {
+  size_t n = *have ? *have * 2 : 32;
+  jm_search_hit *items = realloc(out->items, n * sizeof *items);
+  if (items == NULL)
+    return -ENOMEM;
+  out->items = items;
+  int64_t *r = realloc(*rowids, n * sizeof *r);
+  if (r == NULL)
+    return -ENOMEM;
+  *rowids = r;
+  int *x = realloc(*indexed, n * sizeof *x);
+  if (x == NULL)
+    return -ENOMEM;
+  *indexed = x;
+  *have = n;
+  return 0;
+}
+
 static int run(jm_store *s, sqlite3_stmt *st, const words *w,
-               const char *match, const jm_search_options *o,
+               const char *match, const jm_search_options *o, int64_t cap,
                jm_search_results *out, jm_error *err) {
   size_t limit = o->limit ? o->limit : 20;
-  out->items = calloc(limit, sizeof *out->items);
-  int64_t *rowids = calloc(limit, sizeof *rowids);
-  int *indexed = calloc(limit, sizeof *indexed);
+  /* Grown as rows come: a huge limit costs only the rows there are. */
+  size_t have = 0;
+  int64_t *rowids = NULL;
+  int *indexed = NULL;
   int rc = 0;
-  if (out->items == NULL || rowids == NULL || indexed == NULL)
-    rc = jm__errf(err, -ENOMEM, "out of memory");
   const char *open = o->mark_open ? o->mark_open : "[";
   const char *close = o->mark_close ? o->mark_close : "]";
-  sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
+  sqlite3_bind_int64(st, 6, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
   sqlite3_bind_text(st, 7, w->w[0], -1, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 12, RANK_CANDIDATES);
+  sqlite3_bind_int64(st, 12, cap);
   int r = SQLITE_DONE;
   while (rc == 0 && out->n < limit && (r = sqlite3_step(st)) == SQLITE_ROW) {
+    if (out->n == have && (rc = grow(out, &rowids, &indexed, &have)) != 0) {
+      rc = jm__errf(err, -ENOMEM, "out of memory");
+      break;
+    }
     size_t k = out->n++;
     if (read_hit(st, w, open, close, &out->items[k], &rowids[k],
                  &indexed[k]) != 0)
@@ -287,6 +315,28 @@ static int run(jm_store *s, sqlite3_stmt *st, const words *w,
   free(rowids);
   free(indexed);
   return rc;
+}
+
+/* Did the index match at least `cap` messages in rowids [lo, hi]?  Then
+ * the candidates were cut, and filters applied after the cut (the
+ * conversation, deleted conversations, short words) may have dropped
+ * matches that lie beyond it. */
+static int saturated(jm_store *s, const char *match, int64_t lo, int64_t hi,
+                     int64_t cap) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->m->db,
+                         "SELECT count(*) FROM (SELECT rowid FROM messages_fts"
+                         " WHERE messages_fts MATCH ?1 AND rowid BETWEEN ?2"
+                         " AND ?3 ORDER BY rowid DESC LIMIT ?4)",
+                         -1, &st, NULL) != SQLITE_OK)
+    return 0;
+  sqlite3_bind_text(st, 1, match, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, lo);
+  sqlite3_bind_int64(st, 3, hi);
+  sqlite3_bind_int64(st, 4, cap);
+  int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_finalize(st);
+  return n >= cap;
 }
 
 /* The rowid range to search: one conversation's rows, or everything. */
@@ -349,8 +399,8 @@ int jm_store_search(jm_store *s, const char *query,
     pats[i] = like_pattern(w.w[i]);
     sqlite3_bind_text(st, 13 + i, pats[i], -1, SQLITE_STATIC);
   }
+  int64_t lo = 0, hi = INT64_MAX;
   if (rc == 0) {
-    int64_t lo, hi;
     rowid_range(s, o.conversation_id, &lo, &hi);
     sqlite3_bind_int64(st, 8, upto);
     sqlite3_bind_int64(st, 10, lo);
@@ -361,8 +411,17 @@ int jm_store_search(jm_store *s, const char *query,
     if (match)
       sqlite3_bind_text(st, 3, match, -1, SQLITE_STATIC);
   }
-  if (rc == 0)
-    rc = run(s, st, &w, match, &o, out, err);
+  /* Too few results from cut candidates: widen the cut, until the limit is
+   * met or the index has no more matches in range. */
+  size_t limit = o.limit ? o.limit : 20;
+  for (int64_t cap = RANK_CANDIDATES; rc == 0; cap *= 8) {
+    rc = run(s, st, &w, match, &o, cap, out, err);
+    if (rc != 0 || !use_fts || out->n >= limit || cap > INT64_MAX / 8 ||
+        !saturated(s, match, lo, hi, cap))
+      break;
+    jm_search_results_free(out);
+    sqlite3_reset(st);
+  }
   sqlite3_finalize(st);
   for (int i = 0; i < MAX_WORDS; i++)
     free(pats[i]);

@@ -1373,6 +1373,52 @@ static void test_search_snippets(void) {
   store_close(s);
 }
 
+/* Matches beyond the 5,000 newest the index ranks are found when the
+ * filters drop the newest: another conversation's newer matches lying
+ * within the searched conversation's rowid range, or a deleted
+ * conversation's. */
+static void put_msgs(const char *root, const char *conv, const char *prefix,
+                     int n, const char *word) {
+  mt_buf b = {0};
+  for (int i = 0; i < n; i++)
+    mt_printf(&b,
+              "{\"type\":\"message\",\"ts\":\"2026-01-01T00:00:00Z\","
+              "\"id\":\"%s%d\",\"role\":\"user\",\"content\":\"%s %d\"}\n",
+              prefix, i, word, i);
+  mt_write(root, conv, b.p, b.len);
+  mt_buf_free(&b);
+}
+
+static void test_search_beyond_the_cut(void) {
+  const char *root = fresh_root("cut");
+  jm_store *s = store_open(root);
+  mkdir(test_fmt("%s/journal", root), 0700);
+  jm_message_list l;
+  put_msgs(root, "tgt", "t", 1, "needle");
+  msgs_all(s, "tgt", &l); /* ingested: the lowest rowids */
+  jm_message_list_free(&l);
+  put_msgs(root, "other", "o", 6000, "needle");
+  msgs_all(s, "other", &l);
+  jm_message_list_free(&l);
+  append(s, "tgt", "{'type':'message','id':'t9','role':'user','content':'hay'}");
+  ASSERT_EQ(search(s, "needle", "tgt", 0), 1);
+  ASSERT(hit("t0"));
+  ASSERT_EQ(search(s, "needle ne", "tgt", 0), 1); /* and a short word */
+  /* a deleted conversation's 6,000 newer matches */
+  put_msgs(root, "keep", "k", 1, "haystack");
+  msgs_all(s, "keep", &l);
+  jm_message_list_free(&l);
+  put_msgs(root, "gone", "g", 6000, "haystack");
+  msgs_all(s, "gone", &l);
+  jm_message_list_free(&l);
+  OK(jm_store_delete(s, "gone", &E));
+  ASSERT_EQ(search(s, "haystack", NULL, 0), 1);
+  ASSERT(hit("k0"));
+  ASSERT_EQ(search(s, "haystack", NULL, 1), 50); /* asked for: all there */
+  jm_search_results_free(&R);
+  store_close(s);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_seed_exercise),
     TEST_CASE(test_generated_ids_ordered),
@@ -1386,6 +1432,7 @@ static const test_case cases[] = {
     TEST_CASE_T(test_list_10k_concurrent, 180),
     TEST_CASE(test_search),
     TEST_CASE(test_search_snippets),
+    TEST_CASE_T(test_search_beyond_the_cut, 120),
     {0},
 };
 
