@@ -757,10 +757,16 @@ static void on_reconcile_timer(uv_timer_t *t) {
 /* Set-up ------------------------------------------------------------------------------- */
 
 static int open_mirror(jm__daemon *d, jm_error *err) {
-  jm_mirror_options mo = {.db_path = d->opt.db_path, .read_only = 0, .max_line = d->opt.max_line};
+  jm_mirror_options mo = {.db_path = d->opt.db_path, .read_only = 0,
+                          .max_line = d->opt.max_line, .recreate_damaged = 1};
   int rc = jm_mirror_open(&d->m, d->root, &mo, err);
   if (rc != 0)
     return rc;
+  if (jm_mirror_recreated(d->m))
+    jm__log(d, JM_LOG_WARN,
+            "mirror '%s' was damaged (not a readable database): set aside "
+            "as '%s.damaged'; ingesting every journal file anew",
+            jm_mirror_db_path(d->m), jm_mirror_db_path(d->m));
   d->db_path = jm__strdup(jm_mirror_db_path(d->m));
   long pid = 0;
   char who[64] = "";

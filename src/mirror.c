@@ -160,6 +160,7 @@ char *jm_mirror_resolve_path(const char *root, const jm_mirror_options *opt) {
 
 const char *jm_mirror_db_path(const jm_mirror *m) { return m->db_path; }
 const char *jm_mirror_root(const jm_mirror *m) { return m->root; }
+int jm_mirror_recreated(const jm_mirror *m) { return m->recreated; }
 
 /* The mirror directory ---------------------------------------------------------- */
 
@@ -309,6 +310,66 @@ static void check_max_line(jm_mirror *m) {
     m->built_max_line = built;
 }
 
+/* Remove the database's -wal and -shm (of a file that is gone or set
+ * aside: never meant for the new one). */
+static void remove_wal(jm_mirror *m) {
+  static const char *const stale[] = {"-wal", "-shm"};
+  for (size_t i = 0; i < 2; i++) {
+    char *p = jm_mirror_sibling(m->db_path, stale[i]);
+    if (p)
+      unlink(p);
+    free(p);
+  }
+}
+
+/* Did SQLite find the file is not a database (a damaged header) or is
+ * corrupt beyond opening? */
+static int damaged(jm_mirror *m) {
+  int ec = sqlite3_extended_errcode(m->db) & 0xff;
+  return ec == SQLITE_NOTADB || ec == SQLITE_CORRUPT;
+}
+
+/* The mirror is derived: one SQLite cannot open is set aside and made anew
+ * (empty: the caller replays).  Under the writer lock, so that no other
+ * writer is using the file; the damaged file is renamed
+ * to "<db>.damaged" (one, replaced each time: never someone's data lost to
+ * a wrong --mirror path), its -wal and -shm removed. */
+static int recreate(jm_mirror *m, int flags, jm_error *err) {
+  char who[] = "jmirror (recreating a damaged mirror)";
+  jm_error lerr;
+  jm_error_clear(&lerr);
+  jm__finalize_all(m);
+  sqlite3_close(m->db);
+  m->db = NULL;
+  int rc = jm_mirror_lock(m, 2000, who, &lerr);
+  if (rc != 0) {
+    *err = lerr;
+    return rc;
+  }
+  char *aside = jm_mirror_sibling(m->db_path, ".damaged");
+  if (aside == NULL)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  if (rename(m->db_path, aside) != 0 && errno != ENOENT) {
+    rc = jm__errno_f(err, errno, "cannot move the damaged mirror '%s' aside",
+                     m->db_path);
+    free(aside);
+    return rc;
+  }
+  free(aside);
+  remove_wal(m);
+  int fd = jm__open(m->db_path, O_RDWR | O_CREAT, 0600);
+  if (fd < 0)
+    return jm__errno_f(err, -fd, "cannot create mirror '%s'", m->db_path);
+  jm__close(fd);
+  jm_error_clear(err);
+  if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
+    return rc;
+  m->recreated = 1;
+  rc = set_pragmas(m, err);
+  jm_mirror_unlock(m); /* a valid, empty mirror now: the caller locks it */
+  return rc;
+}
+
 int jm_mirror_open(jm_mirror **out, const char *root,
                    const jm_mirror_options *opt, jm_error *err) {
   *out = NULL;
@@ -334,13 +395,7 @@ int jm_mirror_open(jm_mirror **out, const char *root,
   if (!m->read_only && stat(m->db_path, &st) != 0 && errno == ENOENT) {
     /* A new database must not meet an old -wal: SQLite would apply the
      * stale frames to the empty file. */
-    static const char *const stale[] = {"-wal", "-shm"};
-    for (size_t i = 0; i < 2; i++) {
-      char *p = jm_mirror_sibling(m->db_path, stale[i]);
-      if (p)
-        unlink(p);
-      free(p);
-    }
+    remove_wal(m);
   }
   if (!m->read_only) {
     /* Personal data: 0600.  SQLite gives -wal/-shm the database's mode, so
@@ -356,7 +411,10 @@ int jm_mirror_open(jm_mirror **out, const char *root,
                            : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
   if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
     goto fail;
-  if ((rc = set_pragmas(m, err)) != 0)
+  if ((rc = set_pragmas(m, err)) != 0 && opt && opt->recreate_damaged &&
+      !m->read_only && damaged(m))
+    rc = recreate(m, flags, err);
+  if (rc != 0)
     goto fail;
   if (m->read_only) {
     int have = jm__schema_version(m->db);

@@ -45,6 +45,7 @@ struct jm_mirror {
   sqlite3_stmt *stmt[JM__S_COUNT]; /* lazily prepared */
   atomic_int cancel;  /* jm_mirror_interrupt() was called */
   int newer;          /* opened with allow_newer on a newer schema */
+  int recreated;      /* a damaged database was set aside at open */
   size_t built_max_line; /* != 0: the mirror was folded with this maximum,
                           * not max_line: only a rebuild may write */
   pthread_mutex_t aux_mu; /* guards aux_db against interrupt vs close */

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,15 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of the whole process, every thread, user and system. */
+static double cpu_s(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* One conversation ------------------------------------------------------------ */
@@ -341,7 +351,7 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
   memset(stats, 0, sizeof *stats);
   if (!jm_mirror_locked(m))
     return jm__errf(err, JM_EUSAGE, "rebuild needs the mirror's writer lock");
-  double t0 = now_s();
+  double t0 = now_s(), cpu0 = cpu_s();
   scan sc = {0};
   sc.root = m->root;
   int rc = jm_journal_scan(m->root, scan_one, &sc, &stats->ignored_files, err);
@@ -378,6 +388,7 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
       jm__errf(err, rc, "out of memory");
     rc = rc ? rc : jm__exec(&fresh, "COMMIT", err);
     stats->rows_seconds = now_s() - t0;
+    stats->rows_cpu_seconds = cpu_s() - cpu0;
   }
   jm__fold_release(&s.fold);
   jm__set_aux(m, NULL);

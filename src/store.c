@@ -49,7 +49,9 @@ int jm_store_open(jm_store **out, const char *root,
   jm_journal_options jo;
   jm_journal_options_init(&jo);
   jo.sync = s->opt.sync;
-  jm_mirror_options mo = {.db_path = s->opt.db_path, .read_only = 0, .max_line = 0};
+  /* a damaged mirror is made anew: heal-on-read then refills it */
+  jm_mirror_options mo = {.db_path = s->opt.db_path, .read_only = 0,
+                          .max_line = 0, .recreate_damaged = 1};
   int rc;
   if ((s->root = jm__strdup(root)) == NULL)
     rc = jm__errf(err, -ENOMEM, "out of memory");

@@ -32,6 +32,11 @@ typedef struct jm_mirror_options {
   int allow_newer;     /* a mirror made by a newer jmirror opens unmigrated,
                         * only to be rebuilt (jm_mirror_rebuild replaces it
                         * whole); anything else on it is refused */
+  int recreate_damaged; /* a file SQLite cannot read as a database (say a
+                         * damaged first page) is renamed "<db>.damaged" and
+                         * the mirror created anew, empty, under the writer
+                         * lock: jm_mirror_recreated() says so.
+                         * For whoever rebuilds or owns the mirror. */
 } jm_mirror_options;
 
 /*
@@ -44,6 +49,8 @@ int jm_mirror_open(jm_mirror **out, const char *root,
 void jm_mirror_close(jm_mirror *m);
 
 const char *jm_mirror_db_path(const jm_mirror *m);
+/* Did jm_mirror_open() set a damaged database aside and start anew? */
+int jm_mirror_recreated(const jm_mirror *m);
 const char *jm_mirror_root(const jm_mirror *m);
 /* Path of a file beside the database: "<db>.lock", "<db>.sock", ... */
 char *jm_mirror_sibling(const char *db_path, const char *suffix);
@@ -203,6 +210,7 @@ typedef struct jm_rebuild_stats {
   uint64_t bytes;         /* journal bytes read */
   double seconds;         /* wall time, all of it */
   double rows_seconds;    /* of which: scanning, parsing, folding, rows */
+  double rows_cpu_seconds; /* CPU time of the process (all threads) then */
   double swap_seconds;    /* of which: copying it into the live mirror */
 } jm_rebuild_stats;
 

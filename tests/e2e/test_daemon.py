@@ -483,6 +483,27 @@ def test_journal_dir_removed_and_recreated(tmp):
     assert "is missing" in log and "is back" in log, log
 
 
+def test_damaged_mirror_at_start(tmp):
+    """A mirror whose first page is garbage: jmirrord sets it aside (one
+    warning line naming it), starts anew and ingests every file."""
+    root = os.path.join(tmp, "root")
+    for i in range(3):
+        for k in range(4):
+            append(root, "c%d" % i, msg("m%d" % k, "text %d" % k))
+    with Daemon(root):
+        wait_rows(root, 12, timeout=10)
+    db = mirror_db(root)
+    with open(db, "r+b") as f:
+        f.write(b"garbage where the header was....")
+    with Daemon(root, "-v") as d:
+        wait_rows(root, 12, timeout=10)
+        assert d.alive()
+    log = d.log_text()
+    assert log.count("was damaged") == 1 and db + ".damaged" in log, log
+    assert os.path.exists(db + ".damaged")
+    assert_verify_clean(root, 3)
+
+
 def test_second_daemon_refused(tmp):
     root = os.path.join(tmp, "root")
     with Daemon(root) as d:

@@ -70,6 +70,15 @@ static int finish_index(jm_mirror *m, double *seconds) {
   return 0;
 }
 
+/* One line on stderr when the mirror was found damaged and made anew. */
+static void say_recreated(jm_mirror *m) {
+  if (jm_mirror_recreated(m))
+    fprintf(stderr,
+            "jmirror: mirror '%s' was damaged (not a readable database): "
+            "set aside as '%s.damaged', rebuilding it from the journal\n",
+            jm_mirror_db_path(m), jm_mirror_db_path(m));
+}
+
 /* replay ----------------------------------------------------------------------- */
 
 static int replay_all(jm_mirror *m, int threads, int json) {
@@ -87,7 +96,7 @@ static int replay_all(jm_mirror *m, int threads, int json) {
     return rc;
   double eps = st.seconds > 0 ? (double)st.events / st.seconds : 0;
   if (json)
-    print_json(json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}",
+    print_json(json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f}",
                          "conversations",
                          (json_int_t)st.conversations, "events",
                          (json_int_t)st.events, "bad_lines",
@@ -95,7 +104,8 @@ static int replay_all(jm_mirror *m, int threads, int json) {
                          (json_int_t)st.bytes, "ignored_files",
                          (json_int_t)st.ignored_files, "seconds", st.seconds,
                          "events_per_second", eps, "rows_seconds",
-                         st.rows_seconds, "swap_seconds",
+                         st.rows_seconds, "rows_cpu_seconds",
+                         st.rows_cpu_seconds, "swap_seconds",
                          st.swap_seconds, "search_index_seconds", index_s));
   else
     printf("replayed %llu conversations: %llu events, %llu bad lines, "
@@ -114,7 +124,9 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
   jm_error err;
   unsigned long long events = 0, bad = 0;
   json_t *arr = json ? json_array() : NULL;
-  int status = EXIT_OK;
+  int status = EXIT_OK, done = 0;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   for (int i = 0; i < n; i++) {
     jm_error_clear(&err);
     jm_ingest_result r;
@@ -123,6 +135,7 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
       status = EXIT_FAIL;
       continue;
     }
+    done++;
     events += r.events;
     bad += r.bad_lines;
     if (json)
@@ -134,11 +147,16 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
     else if (r.removed)
       printf("%s: no journal file; rows removed\n", ids[i]);
   }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) +
+                (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   if (json)
     print_json(arr);
-  else
-    printf("replayed %d conversation%s: %llu events, %llu bad lines\n", n,
-           n == 1 ? "" : "s", events, bad);
+  else if (done > 0) /* failures said so already, one line each */
+    printf("replayed %d conversation%s%s: %llu events, %llu bad lines in "
+           "%.2f s (%.0f events/s)\n",
+           done, done == 1 ? "" : "s", done < n ? " (the others failed)" : "",
+           events, bad, secs, secs > 0 ? (double)events / secs : 0.0);
   return status;
 }
 
@@ -198,11 +216,14 @@ int cmd_replay(cli *c, int argc, char **argv) {
   if ((rc = replay_via_daemon(c, all, o.operands, o.n_operands, json)) >= 0)
     return rc;
   jm_mirror *m;
-  jm_mirror_options mo = {.db_path = c->mirror_flag, .read_only = 0, .max_line = 0, .allow_newer = all};
+  jm_mirror_options mo = {.db_path = c->mirror_flag, .read_only = 0,
+                          .max_line = 0, .allow_newer = all,
+                          .recreate_damaged = all};
   jm_error oerr;
   jm_error_clear(&oerr);
   if (jm_mirror_open(&m, c->root, &mo, &oerr) != 0)
     return cli_fail(&oerr); /* --all rebuilds even a newer mirror */
+  say_recreated(m);
   if ((rc = lock_or_fail(m, "jmirror replay")) == 0)
     rc = all ? replay_all(m, (int)threads, json)
              : replay_some(m, o.operands, o.n_operands, (int)threads, json);
@@ -313,7 +334,8 @@ static void print_summary(const jm_verify_summary *s, const char *what) {
 /* Read-only, unless there is no mirror at all: then an empty one (derived
  * data; creating it changes nothing the journal says). */
 static int open_for_verify(cli *c, int repair, jm_mirror **m) {
-  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = !repair, .max_line = 0};
+  jm_mirror_options opt = {.db_path = c->mirror_flag, .read_only = !repair,
+                           .max_line = 0, .recreate_damaged = repair};
   jm_error err;
   jm_error_clear(&err);
   int rc = jm_mirror_open(m, c->root, &opt, &err);
@@ -322,6 +344,8 @@ static int open_for_verify(cli *c, int repair, jm_mirror **m) {
     jm_error_clear(&err);
     rc = jm_mirror_open(m, c->root, &opt, &err);
   }
+  if (rc == 0)
+    say_recreated(*m);
   return rc ? cli_fail(&err) : 0;
 }
 
