@@ -455,6 +455,15 @@ static void job_after(uv_work_t *w, int status) {
   jm__daemon *d = j->d;
   (void)status;
   d->job = NULL;
+  if (j->reopened) {
+    jm__log(d, JM_LOG_WARN,
+            "mirror '%s' was deleted or replaced under jmirrord: reopened "
+            "and rebuilt from the journal (%llu conversations, %llu events)",
+            d->db_path, (unsigned long long)j->rebuilt.conversations,
+            (unsigned long long)j->rebuilt.events);
+    d->want_reconcile = 1; /* offsets from the rebuilt rows */
+    d->index_done = 0;     /* a rebuilt mirror's index starts empty */
+  }
   switch (j->kind) {
   case JM__JOB_INGEST:
     finish_ingest(d, j);

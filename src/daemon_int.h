@@ -83,6 +83,9 @@ typedef struct jm__job {
   json_t *response;
   /* index */
   jm_search_progress sp;
+  /* any job: the mirror's file was replaced, reopened and rebuilt first */
+  int reopened;
+  jm_rebuild_stats rebuilt;
   int rc;
   jm_error err;
 } jm__job;

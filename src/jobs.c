@@ -241,8 +241,33 @@ static void run_request(jm__job *j) {
     j->response = do_ingest(j);
 }
 
+/* The mirror's file deleted or replaced under the daemon (the daemon would
+ * go on writing to a file nobody else sees): open what is at the path now
+ * and rebuild it from the journal, before the job runs.  A failure fails
+ * the job (its conversations are retried by the timer). */
+static int check_mirror(jm__job *j) {
+  int r = jm_mirror_reopen_if_replaced(j->d->m, &j->err);
+  if (r == 1) {
+    j->reopened = 1;
+    r = jm_mirror_rebuild(j->d->m, 0, NULL, NULL, &j->rebuilt, &j->err);
+  }
+  if (r >= 0)
+    return 0;
+  j->rc = r;
+  if (j->kind == JM__JOB_REQUEST)
+    j->response = fail(j);
+  for (size_t i = 0; i < j->n; i++) { /* ingest: each item failed */
+    j->items[i].rc = r;
+    snprintf(j->items[i].msg, sizeof j->items[i].msg, "%s", j->err.msg);
+  }
+  j->n_done = j->n;
+  return r;
+}
+
 void jm__job_run(uv_work_t *w) {
   jm__job *j = w->data;
+  if (check_mirror(j) != 0)
+    return;
   switch (j->kind) {
   case JM__JOB_INGEST:
     run_ingest(j);

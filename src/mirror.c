@@ -341,6 +341,7 @@ static int recreate(jm_mirror *m, int flags, jm_error *err) {
   jm__finalize_all(m);
   sqlite3_close(m->db);
   m->db = NULL;
+  int held = m->lock_fd >= 0; /* a reopen by the lock's owner */
   int rc = jm_mirror_lock(m, 2000, who, &lerr);
   if (rc != 0) {
     *err = lerr;
@@ -366,8 +367,77 @@ static int recreate(jm_mirror *m, int flags, jm_error *err) {
     return rc;
   m->recreated = 1;
   rc = set_pragmas(m, err);
-  jm_mirror_unlock(m); /* a valid, empty mirror now: the caller locks it */
+  if (!held)
+    jm_mirror_unlock(m); /* a valid, empty mirror now: the caller locks it */
   return rc;
+}
+
+/* Open (creating, migrating) the database at m->db_path: the part of
+ * jm_mirror_open() that jm_mirror_reopen_if_replaced() runs again. */
+static int open_db(jm_mirror *m, const jm_mirror_options *opt,
+                   jm_error *err) {
+  int rc;
+  if (!m->read_only && (rc = prepare_dir(m, err)) != 0)
+    return rc;
+  struct stat st;
+  if (!m->read_only && stat(m->db_path, &st) != 0 && errno == ENOENT) {
+    /* A new database must not meet an old -wal: SQLite would apply the
+     * stale frames to the empty file. */
+    remove_wal(m);
+  }
+  if (!m->read_only) {
+    /* Personal data: 0600.  SQLite gives -wal/-shm the database's mode, so
+     * creating the file here first sets it for all three. */
+    int fd = jm__open(m->db_path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0)
+      return jm__errno_f(err, -fd, "cannot create mirror '%s'", m->db_path);
+    jm__close(fd);
+  }
+  int flags = m->read_only ? SQLITE_OPEN_READONLY
+                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
+    return rc;
+  if ((rc = set_pragmas(m, err)) != 0 && opt && opt->recreate_damaged &&
+      !m->read_only && damaged(m))
+    rc = recreate(m, flags, err);
+  if (rc != 0)
+    return rc;
+  if (stat(m->db_path, &st) == 0) { /* which file this is, for later */
+    m->db_dev = st.st_dev;
+    m->db_ino = st.st_ino;
+  }
+  char *wal = jm_mirror_sibling(m->db_path, "-wal");
+  m->wal_ino = 0; /* the -wal SQLite opened (WAL mode) */
+  if (wal && stat(wal, &st) == 0)
+    m->wal_ino = st.st_ino;
+  free(wal);
+  if (m->read_only) {
+    int have = jm__schema_version(m->db);
+    int known = jm__migrations[jm__n_migrations - 1].version;
+    if (have > known)
+      return jm__errf(err, JM_ESCHEMA,
+                      "mirror '%s' has schema version %d but this jmirror "
+                      "knows only up to %d: upgrade jmirror, or rebuild the "
+                      "mirror with 'jmirror replay --all'",
+                      m->db_path, have, known);
+  } else if (opt && opt->allow_newer &&
+             jm__schema_version(m->db) >
+                 jm__migrations[jm__n_migrations - 1].version) {
+    m->newer = 1; /* left as it is: only a rebuild may touch it */
+  } else if ((rc = jm__migrate(m->db, jm__migrations, jm__n_migrations,
+                               m->db_path, err)) != 0)
+    return rc;
+  else {
+    /* an empty mirror's search index is complete: every row to come is
+     * kept in step by the triggers */
+    sqlite3_exec(m->db,
+                 "UPDATE settings SET value = '9223372036854775807' WHERE "
+                 "key = 'search_upto' AND value != '9223372036854775807' AND "
+                 "NOT EXISTS (SELECT 1 FROM messages)",
+                 NULL, NULL, NULL);
+    check_max_line(m);
+  }
+  return 0;
 }
 
 int jm_mirror_open(jm_mirror **out, const char *root,
@@ -380,75 +450,62 @@ int jm_mirror_open(jm_mirror **out, const char *root,
   pthread_mutex_init(&m->aux_mu, NULL);
   m->read_only = opt ? opt->read_only : 0;
   m->max_line = opt && opt->max_line ? opt->max_line : JM_MAX_LINE_DEFAULT;
+  m->recreate_damaged = opt ? opt->recreate_damaged : 0;
   m->root = jm__strdup(root);
   m->journal_dir = jm__path_join(root, "journal");
   m->db_path = jm_mirror_resolve_path(root, opt);
   m->lock_path = m->db_path ? jm_mirror_sibling(m->db_path, ".lock") : NULL;
   int rc;
-  if (!m->root || !m->journal_dir || !m->db_path || !m->lock_path) {
+  if (!m->root || !m->journal_dir || !m->db_path || !m->lock_path)
     rc = jm__errf(err, -ENOMEM, "out of memory");
-    goto fail;
-  }
-  if (!m->read_only && (rc = prepare_dir(m, err)) != 0)
-    goto fail;
-  struct stat st;
-  if (!m->read_only && stat(m->db_path, &st) != 0 && errno == ENOENT) {
-    /* A new database must not meet an old -wal: SQLite would apply the
-     * stale frames to the empty file. */
-    remove_wal(m);
-  }
-  if (!m->read_only) {
-    /* Personal data: 0600.  SQLite gives -wal/-shm the database's mode, so
-     * creating the file here first sets it for all three. */
-    int fd = jm__open(m->db_path, O_RDWR | O_CREAT, 0600);
-    if (fd < 0) {
-      rc = jm__errno_f(err, -fd, "cannot create mirror '%s'", m->db_path);
-      goto fail;
-    }
-    jm__close(fd);
-  }
-  int flags = m->read_only ? SQLITE_OPEN_READONLY
-                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-  if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
-    goto fail;
-  if ((rc = set_pragmas(m, err)) != 0 && opt && opt->recreate_damaged &&
-      !m->read_only && damaged(m))
-    rc = recreate(m, flags, err);
-  if (rc != 0)
-    goto fail;
-  if (m->read_only) {
-    int have = jm__schema_version(m->db);
-    int known = jm__migrations[jm__n_migrations - 1].version;
-    if (have > known) {
-      rc = jm__errf(err, JM_ESCHEMA,
-                    "mirror '%s' has schema version %d but this jmirror "
-                    "knows only up to %d: upgrade jmirror, or rebuild the "
-                    "mirror with 'jmirror replay --all'",
-                    m->db_path, have, known);
-      goto fail;
-    }
-  } else if (opt && opt->allow_newer &&
-             jm__schema_version(m->db) >
-                 jm__migrations[jm__n_migrations - 1].version) {
-    m->newer = 1; /* left as it is: only a rebuild may touch it */
-  } else if ((rc = jm__migrate(m->db, jm__migrations, jm__n_migrations,
-                               m->db_path, err)) != 0)
-    goto fail;
-  else {
-    /* an empty mirror's search index is complete: every row to come is
-     * kept in step by the triggers */
-    sqlite3_exec(m->db,
-                 "UPDATE settings SET value = '9223372036854775807' WHERE "
-                 "key = 'search_upto' AND value != '9223372036854775807' AND "
-                 "NOT EXISTS (SELECT 1 FROM messages)",
-                 NULL, NULL, NULL);
-    check_max_line(m);
+  else
+    rc = open_db(m, opt, err);
+  if (rc != 0) {
+    jm_mirror_close(m);
+    return rc;
   }
   *out = m;
   return 0;
-fail:
-  jm_mirror_close(m);
-  return rc;
+}
+
+/* Is the file at db_path still the database this connection has open (the
+ * same inode, and its -wal not deleted while we hold it)? */
+static int replaced(jm_mirror *m) {
+  struct stat st;
+  if (stat(m->db_path, &st) != 0 || st.st_dev != m->db_dev ||
+      st.st_ino != m->db_ino)
+    return 1;
+  sqlite3_file *f = NULL; /* the -wal: open while in WAL mode */
+  if (sqlite3_file_control(m->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) !=
+          SQLITE_OK ||
+      f == NULL || f->pMethods == NULL)
+    return 0;
+  char *wal = jm_mirror_sibling(m->db_path, "-wal");
+  if (wal == NULL)
+    return 0;
+  int r = stat(wal, &st);
+  free(wal);
+  if (r != 0)
+    return errno == ENOENT; /* open here, gone there */
+  if (m->wal_ino == 0)      /* first seen since the open */
+    m->wal_ino = st.st_ino;
+  return st.st_ino != m->wal_ino;
+}
+
+int jm_mirror_reopen_if_replaced(jm_mirror *m, jm_error *err) {
+  if (m->read_only || m->db == NULL || !replaced(m))
+    return 0;
+  jm__finalize_all(m);
+  sqlite3_close(m->db);
+  m->db = NULL;
+  jm_mirror_options opt = {.db_path = m->db_path,
+                           .read_only = 0,
+                           .max_line = m->max_line,
+                           .recreate_damaged = m->recreate_damaged};
+  m->newer = 0;
+  m->built_max_line = 0;
+  int rc = open_db(m, &opt, err);
+  return rc ? rc : 1;
 }
 
 void jm_mirror_close(jm_mirror *m) {

@@ -46,6 +46,10 @@ struct jm_mirror {
   atomic_int cancel;  /* jm_mirror_interrupt() was called */
   int newer;          /* opened with allow_newer on a newer schema */
   int recreated;      /* a damaged database was set aside at open */
+  int recreate_damaged; /* as opened (jm_mirror_options) */
+  dev_t db_dev;       /* the database file this connection opened */
+  ino_t db_ino;
+  ino_t wal_ino;      /* its -wal as opened (0: none then) */
   size_t built_max_line; /* != 0: the mirror was folded with this maximum,
                           * not max_line: only a rebuild may write */
   pthread_mutex_t aux_mu; /* guards aux_db against interrupt vs close */

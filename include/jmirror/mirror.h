@@ -49,6 +49,16 @@ int jm_mirror_open(jm_mirror **out, const char *root,
 void jm_mirror_close(jm_mirror *m);
 
 const char *jm_mirror_db_path(const jm_mirror *m);
+/*
+ * The database file deleted or replaced under an open mirror (or its -wal
+ * deleted while open): the connection would go on writing to a file nobody
+ * else sees.  Close it and open what is at the path now (creating it, as
+ * jm_mirror_open() would; the writer lock, if held, stays held).  1 if it
+ * did, 0 if nothing had changed, < 0 on error (the mirror then has no
+ * connection: close it).  For a long-lived owner such as jmirrord.
+ */
+int jm_mirror_reopen_if_replaced(jm_mirror *m, jm_error *err);
+
 /* Did jm_mirror_open() set a damaged database aside and start anew? */
 int jm_mirror_recreated(const jm_mirror *m);
 const char *jm_mirror_root(const jm_mirror *m);

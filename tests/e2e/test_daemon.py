@@ -504,6 +504,41 @@ def test_damaged_mirror_at_start(tmp):
     assert_verify_clean(root, 3)
 
 
+def test_mirror_deleted_under_daemon(tmp):
+    """mirror.db, or its -wal, deleted while jmirrord runs: the daemon would
+    go on writing to a file nobody sees.  It notices before its next job
+    (a verify --repair it is asked to do, an ingest, a SIGHUP reconcile),
+    reopens what is at the path and rebuilds it from the journal."""
+    root = os.path.join(tmp, "root")
+    db = mirror_db(root)
+    with Daemon(root, "-v") as d:
+        for k in range(5):
+            append(root, "c%d" % (k % 2), msg("m%d" % k, "text %d" % k))
+        wait_rows(root, 5, timeout=10)
+        # 1. the database deleted; verify --repair (carried out by the daemon)
+        os.unlink(db)
+        r = run_cli("verify", "--repair", root=root)
+        assert r.code == 0, r
+        assert_verify_clean(root, 2)
+        assert message_count(root) == 5
+        # 2. deleted again; the next append alone brings it back
+        os.unlink(db)
+        append(root, "c2", msg("m5", "text 5"))
+        wait_verify_clean(root, 10)
+        assert message_count(root) == 6
+        # 3. its -wal deleted; a SIGHUP reconcile notices
+        append(root, "c2", msg("m6", "text 6"))
+        wait_rows(root, 7, timeout=10)
+        if os.path.exists(db + "-wal"):
+            os.unlink(db + "-wal")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_verify_clean(root, 10)
+        assert message_count(root) == 7
+        assert d.alive()
+    log = d.log_text()
+    assert log.count("deleted or replaced under jmirrord") >= 3, log
+
+
 def test_second_daemon_refused(tmp):
     root = os.path.join(tmp, "root")
     with Daemon(root) as d:
