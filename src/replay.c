@@ -282,6 +282,23 @@ static void scan_free(scan *sc) {
 }
 
 /* Open the scratch database, tuned for one bulk load nobody else sees. */
+/* The online backup cannot change the page size of a WAL database: the
+ * scratch file takes the live one's (set before any table exists).  The
+ * value comes from SQLite, an integer: PRAGMA takes no bound parameters. */
+static int same_page_size(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(m->db, "PRAGMA page_size", -1, &st, NULL) !=
+      SQLITE_OK)
+    return jm__sql_err(m, err, "cannot read the mirror's page size");
+  int size = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  if (size < 512 || size > 65536)
+    return 0; /* unknown: SQLite's default */
+  char sql[48];
+  snprintf(sql, sizeof sql, "PRAGMA page_size = %d", size);
+  return jm__exec(fresh, sql, err);
+}
+
 static int open_scratch(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
   memset(fresh, 0, sizeof *fresh);
   fresh->lock_fd = -1;
@@ -305,6 +322,8 @@ static int open_scratch(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
                   " PRAGMA locking_mode = EXCLUSIVE;"
                   " PRAGMA foreign_keys = OFF; PRAGMA cache_size = -8192",
                   err);
+  if (rc == 0)
+    rc = same_page_size(m, fresh, err);
   if (rc == 0)
     rc = jm__migrate(fresh->db, jm__migrations, jm__n_migrations,
                      fresh->db_path, err);
@@ -342,6 +361,17 @@ static int swap_in(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
   return 0;
 }
 
+/* Does the live mirror hold any conversation? */
+static int mirror_has_rows(jm_mirror *m) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(m->db, "SELECT 1 FROM conversations LIMIT 1", -1,
+                         &st, NULL) != SQLITE_OK)
+    return 0;
+  int r = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  return r;
+}
+
 int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
                       void *progress_ctx, jm_rebuild_stats *stats,
                       jm_error *err) {
@@ -355,9 +385,15 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
   scan sc = {0};
   sc.root = m->root;
   int rc = jm_journal_scan(m->root, scan_one, &sc, &stats->ignored_files, err);
-  if (rc == -ENOENT) { /* no journal/ at all: an empty mirror */
+  if (rc == -ENOENT) { /* no journal/ at all: an empty mirror, unless */
     jm_error_clear(err);
-    rc = 0;
+    rc = mirror_has_rows(m)
+             ? jm__errf(err, -ENOENT,
+                        "journal directory '%s' is missing: the mirror is "
+                        "left as it is (a rebuild would remove every "
+                        "conversation); restore journal/ first",
+                        m->journal_dir)
+             : 0;
   }
   if (rc == 0 && sc.err)
     rc = jm__errf(err, sc.err, "out of memory");

@@ -290,6 +290,43 @@ def test_damaged_first_page(tmp):
         assert_clean(root, tmp, len(ids))
 
 
+def test_rebuild_refused_without_journal(tmp):
+    """replay --all with journal/ gone (mid-restore, a wrong mount) would
+    fold nothing and leave an empty mirror: refused, mirror unchanged.  A
+    root that never had a journal and has an empty mirror is fine."""
+    empty = os.path.join(tmp, "empty")
+    r = run_cli("replay", "--all", root=empty)
+    assert r.code == 0, r
+    root = os.path.join(tmp, "root")
+    ids = corpus(root)
+    before = dump(db_of(root))
+    os.rename(os.path.join(root, "journal"), os.path.join(root, "journal.away"))
+    r = run_cli("replay", "--all", root=root)
+    assert r.code == 1 and "journal" in r.err and "is missing" in r.err, r
+    assert len(r.err.strip().splitlines()) == 1, r
+    assert dump(db_of(root)) == before
+    os.rename(os.path.join(root, "journal.away"), os.path.join(root, "journal"))
+    assert_clean(root, tmp, len(ids))
+
+
+def test_rebuild_other_page_size(tmp):
+    """A live mirror with another page size (made or VACUUMed by another
+    tool) is rebuilt all the same: the online backup cannot change the page
+    size of a WAL database, so the scratch file takes the live one's."""
+    root = os.path.join(tmp, "root")
+    ids = corpus(root)
+    db = sqlite3.connect(db_of(root))
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.execute("PRAGMA page_size=8192")
+    db.execute("VACUUM")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    r = run_cli("replay", "--all", root=root)
+    assert r.code == 0, r
+    assert query(db_of(root), "PRAGMA page_size") == [(8192,)]
+    assert_clean(root, tmp, len(ids))
+
+
 def test_drift_deleted_db(tmp):
     root = os.path.join(tmp, "root")
     ids = corpus(root)
