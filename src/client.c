@@ -59,7 +59,11 @@ int jm_client_connect(const char *db_path, int timeout_ms, jm_client **out,
     return rc;
   }
   memcpy(sa.sun_path, path, strlen(path));
+#ifdef SOCK_CLOEXEC /* atomic: no fork in between leaks it */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+#else /* macOS */
   int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+#endif
   if (fd < 0) {
     int rc = jm__errno_f(err, errno, "cannot create socket");
     free(path);

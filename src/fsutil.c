@@ -119,6 +119,19 @@ int jm__fsync_dir(const char *dir) {
   return rc;
 }
 
+/* fsync the directory holding `path` (its last component's parent). */
+static int sync_parent(char *path) {
+  char *slash = strrchr(path, '/');
+  if (slash == NULL)
+    return jm__fsync_dir(".");
+  if (slash == path)
+    return jm__fsync_dir("/");
+  *slash = '\0';
+  int rc = jm__fsync_dir(path);
+  *slash = '/';
+  return rc;
+}
+
 int jm__mkdirs(const char *path) {
   char *tmp = jm__strdup(path);
   if (tmp == NULL)
@@ -130,9 +143,11 @@ int jm__mkdirs(const char *path) {
       continue;
     char saved = tmp[i];
     tmp[i] = '\0';
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+    if (mkdir(tmp, 0700) == 0)
+      rc = sync_parent(tmp); /* the new entry made durable */
+    else if (errno != EEXIST)
       rc = -errno;
-    else if (rc == 0) {
+    if (rc == 0) {
       struct stat st;
       if (stat(tmp, &st) != 0)
         rc = -errno;

@@ -103,11 +103,31 @@ char *jm_journal_path(const char *root, const char *conv_id) {
   return jm__asprintf("%.*s/journal/%s.jsonl", (int)n, root, conv_id);
 }
 
+/* The syncer's window is measured on a clock that wall-clock changes
+ * (NTP steps, the user setting the time) cannot stretch: CLOCK_MONOTONIC
+ * for the condition variable where POSIX allows it; macOS has no
+ * pthread_condattr_setclock, and its relative timed wait is monotonic. */
+#define WAKE_CLOCK CLOCK_MONOTONIC
+#ifdef __APPLE__
+static void init_wake(pthread_cond_t *cv) { pthread_cond_init(cv, NULL); }
+#else
+static void init_wake(pthread_cond_t *cv) {
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &a);
+  pthread_condattr_destroy(&a);
+}
+#endif
+
 /* Open / close ------------------------------------------------------------- */
 
 int jm_journal_open(jm_journal **out, const char *root,
                     const jm_journal_options *opt, jm_error *err) {
   *out = NULL;
+  if (root == NULL || root[0] == '\0')
+    return jm__errf(err, JM_EUSAGE, "the journal's root is empty: give a "
+                                    "directory");
   jm_journal *j = calloc(1, sizeof *j);
   if (j == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
@@ -122,7 +142,7 @@ int jm_journal_open(jm_journal **out, const char *root,
   for (int i = 0; i < FD_CACHE; i++)
     j->files[i].fd = -1;
   pthread_mutex_init(&j->mu, NULL);
-  pthread_cond_init(&j->wake, NULL);
+  init_wake(&j->wake);
   j->root = jm__strdup(root);
   j->dir = jm__path_join(root, "journal");
   if (j->root == NULL || j->dir == NULL) {
@@ -219,13 +239,32 @@ static int sync_dirty_locked(jm_journal *j) {
 }
 
 static void deadline_after(struct timespec *ts, unsigned ms) {
-  clock_gettime(CLOCK_REALTIME, ts);
+  clock_gettime(WAKE_CLOCK, ts);
   ts->tv_sec += ms / 1000;
   ts->tv_nsec += (long)(ms % 1000) * 1000000L;
   if (ts->tv_nsec >= 1000000000L) {
     ts->tv_sec++;
     ts->tv_nsec -= 1000000000L;
   }
+}
+
+/* Wait on j->wake until `until` (from deadline_after): 0 or ETIMEDOUT. */
+static int wait_until(jm_journal *j, const struct timespec *until) {
+#ifdef __APPLE__
+  struct timespec now, rel;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  rel.tv_sec = until->tv_sec - now.tv_sec;
+  rel.tv_nsec = until->tv_nsec - now.tv_nsec;
+  if (rel.tv_nsec < 0) {
+    rel.tv_sec--;
+    rel.tv_nsec += 1000000000L;
+  }
+  if (rel.tv_sec < 0)
+    return ETIMEDOUT;
+  return pthread_cond_timedwait_relative_np(&j->wake, &j->mu, &rel);
+#else
+  return pthread_cond_timedwait(&j->wake, &j->mu, until);
+#endif
 }
 
 static void *syncer_main(void *arg) {
@@ -240,7 +279,7 @@ static void *syncer_main(void *arg) {
     struct timespec until;
     deadline_after(&until, j->opt.batch_window_ms);
     while (!j->stopping &&
-           pthread_cond_timedwait(&j->wake, &j->mu, &until) != ETIMEDOUT)
+           wait_until(j, &until) != ETIMEDOUT)
       ;
     sync_dirty_locked(j);
   }
@@ -312,10 +351,11 @@ static int ensure_dir(jm_journal *j, jm_error *err) {
     return jm__errno_f(err, -rc, "cannot create journal directory '%s'",
                        j->dir);
   /* Make the new journal/ entry durable.  Its creator does so before it
-   * puts anything in it: an empty journal/ may be one whose creator died
-   * before that sync, so it is synced again. */
-  if (created || dir_empty(j->dir))
-    jm__fsync_dir(j->root);
+   * puts anything in it (jm__mkdirs syncs the parent of every directory it
+   * creates): an empty journal/ may be one whose creator died before that
+   * sync, so it is synced again. */
+  if (!created && dir_empty(j->dir) && (rc = jm__fsync_dir(j->root)) != 0)
+    return jm__errno_f(err, -rc, "cannot sync directory '%s'", j->root);
   j->dir_ready = 1;
   return 0;
 }
@@ -323,8 +363,10 @@ static int ensure_dir(jm_journal *j, jm_error *err) {
 /* Open (creating if needed) the file of `id` into slot f. */
 static int open_into(jm_journal *j, open_file *f, const char *id,
                      const char *path, int *created, jm_error *err) {
-  /* O_RDWR, not O_WRONLY: the torn-tail check preads the last byte. */
-  int flags = O_RDWR | O_APPEND | O_NOFOLLOW;
+  /* O_RDWR, not O_WRONLY: the torn-tail check preads the last byte.
+   * O_NONBLOCK: a FIFO with the journal's name must not hang the open; it
+   * is refused below (a write into it would be lost). */
+  int flags = O_RDWR | O_APPEND | O_NOFOLLOW | O_NONBLOCK;
   *created = 0;
   int fd = jm__open(path, flags | O_CREAT | O_EXCL, 0600);
   if (fd == -EEXIST)
@@ -336,11 +378,19 @@ static int open_into(jm_journal *j, open_file *f, const char *id,
       return jm__errf(err, fd, "cannot open '%s': is a symbolic link", path);
     return jm__errno_f(err, -fd, "cannot open '%s'", path);
   }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    jm__close(fd);
+    return jm__errf(err, -EINVAL, "cannot append to '%s': not a regular file",
+                    path);
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl != -1)
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK); /* blocking I/O again */
   /* A new file's entry is synced by its creator before anything is
    * written: an empty file may be one whose creator died before that sync,
    * and an event acknowledged in it must not vanish with its entry. */
-  struct stat st;
-  if (*created || (fstat(fd, &st) == 0 && st.st_size == 0)) {
+  if (*created || st.st_size == 0) {
     int rc = jm__fsync_dir(j->dir);
     if (rc != 0) {
       jm__close(fd);

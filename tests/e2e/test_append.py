@@ -260,6 +260,13 @@ def test_root_from_env_and_flag(tmp):
         r = run_cli("append", "c1", msg("m5", "xdg"), env={"HOME": home, "XDG_DATA_HOME": xdg})
         assert r.code == 0, r
         assert len(events(jfile(os.path.join(xdg, "jmirror"), "c1"))) == 1
+    # An empty path is a mistake (an unset shell variable), never the
+    # default root: refused, nothing written anywhere.
+    home = os.path.join(tmp, "home2")
+    for args in (["--root", ""], ["--root="], ["--mirror", ""], ["--mirror="]):
+        r = run_cli(*args, "append", "c1", msg("m6", "nowhere"), env={"HOME": home})
+        assert r.code == 2 and "non-empty path" in r.err, (args, r)
+    assert not os.path.exists(home)
 
 
 def test_root_with_spaces_and_unicode(tmp):

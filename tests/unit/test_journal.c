@@ -1294,15 +1294,17 @@ static void test_batch_group_commit(void) {
    * window of the elapsed time (plus the first and the one in flight). */
   ASSERT(st.syncs <= N / 10);
   ASSERT(st.syncs <= (uint64_t)((t1 - t0) / 0.100) + 3);
-  /* The window is 100 ms, so the covering fsync is called ~100 ms after an
-   * append at worst.  The promise checked is 250 ms; the extra 100 ms is
-   * slack for a loaded 2-core CI box where the syncer thread may wait for a
-   * CPU (or for an earlier fsync, which the disk may make slow: that part
-   * is reported above but not asserted). */
-  ASSERT(worst < 0.250 + 0.100);
+  /* The promise: the fsync covering an append is called within 250 ms of
+   * it.  The window is 100 ms, so the code calls it ~100 ms after an
+   * append at worst; the other 150 ms of the promise are the slack a
+   * loaded 2-core box needs for the syncer thread to get a CPU (or to
+   * finish an earlier fsync, which the disk may make slow: the time to the
+   * fsync's return is reported above, not asserted — the disk's part). */
+  ASSERT(worst < 0.250);
   jclose(j);
   pthread_mutex_lock(&rec_mu);
-  ASSERT_EQ(n_dir_syncs, 1 + 1); /* journal/ created, then c.jsonl */
+  /* root/ and journal/ created (the parent of each synced), c.jsonl */
+  ASSERT_EQ(n_dir_syncs, 2 + 1);
   pthread_mutex_unlock(&rec_mu);
   jm__sys_reset();
 }
@@ -1485,6 +1487,57 @@ static void test_concurrent_threads(void) {
   free(path);
 }
 
+/* A new root's directories are durable before an append is acknowledged:
+ * a failed sync of a directory created for it refuses the append, and
+ * nothing is acknowledged. */
+static int dir_syncs_seen;
+
+static int dir_sync_fails(int fd) { /* the first directory sync only */
+  if (is_regular_fd(fd) || dir_syncs_seen++ > 0)
+    return fsync(fd);
+  errno = EIO;
+  return -1;
+}
+
+static void test_new_root_dir_sync_failure(void) {
+  const char *root = test_fmt("%s/new/deeper/root", test_tmpdir());
+  faults_clear();
+  dir_syncs_seen = 0;
+  jm__sys.fsync = dir_sync_fails;
+  jm_journal *j = jopen(root, JM_SYNC_ALWAYS);
+  jm_error err;
+  jm_error_clear(&err);
+  const char *ev = MSG("m1", "not acknowledged");
+  int rc = jm_journal_append(j, "c", ev, strlen(ev), NULL, &err);
+  ASSERT_EQ(rc, -EIO);
+  ASSERT(err.msg[0] != '\0');
+  jm__sys_reset();
+  jm_error_clear(&err);
+  append_ok(j, "c", MSG("m1", "now it is"), NULL);
+  jclose(j);
+}
+
+/* Not a regular file under the journal's name (a FIFO): refused at once,
+ * never written into (a FIFO would swallow the event). */
+static void test_fifo_refused(void) {
+  const char *root = root_path();
+  jm_journal *j = jopen(root, JM_SYNC_NONE);
+  append_ok(j, "a", MSG("m1", "x"), NULL);
+  char *path = jpath(root, "f");
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  jm_error err;
+  jm_error_clear(&err);
+  const char *ev = MSG("m1", "lost in a pipe");
+  ASSERT_EQ(jm_journal_append(j, "f", ev, strlen(ev), NULL, &err), -EINVAL);
+  ASSERT_STR_CONTAINS(err.msg, "not a regular file");
+  jclose(j);
+  free(path);
+  jm_journal *k = NULL;
+  jm_error_clear(&err);
+  ASSERT_EQ(jm_journal_open(&k, "", NULL, &err), JM_EUSAGE);
+  ASSERT(k == NULL);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_append_basic),
     TEST_CASE(test_torn_tail_fragment),
@@ -1497,6 +1550,8 @@ static const test_case cases[] = {
     TEST_CASE(test_short_write_then_eio_torn),
     TEST_CASE(test_zero_write_is_enospc),
     TEST_CASE(test_fsync_failure_always),
+    TEST_CASE(test_new_root_dir_sync_failure),
+    TEST_CASE(test_fifo_refused),
     TEST_CASE(test_ftruncate_failure_reported),
     TEST_CASE(test_refused_event_writes_nothing),
     TEST_CASE(test_invalid_ids_refused),

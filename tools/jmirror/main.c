@@ -239,6 +239,11 @@ int main(int argc, char **argv) {
       cli_err("unknown option '%s' (see 'jmirror --help')", a);
       return EXIT_USAGE;
     }
+    if ((ctx.root_flag && ctx.root_flag[0] == '\0') ||
+        (ctx.mirror_flag && ctx.mirror_flag[0] == '\0')) {
+      cli_err("option '%s' needs a non-empty path", a);
+      return EXIT_USAGE;
+    }
   }
   if (i >= argc) {
     usage(stderr);
