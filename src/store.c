@@ -23,6 +23,7 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +278,31 @@ static int set_str(json_t *ev, const char *key, const char *v, jm_error *err) {
 }
 
 
+/* Make the conversation's file, exclusively: of two creators of one id,
+ * exactly one gets it (a check for the file, then an append, let both
+ * succeed).  Its directory entry is synced by the append that follows. */
+static int claim(jm_store *s, const char *id, jm_error *err) {
+  char *dir = jm__path_join(s->root, "journal");
+  char *p = jm_journal_path(s->root, id);
+  int rc = dir && p ? jm__mkdirs(dir) : -ENOMEM;
+  if (rc == -ENOMEM)
+    rc = jm__errf(err, rc, "out of memory");
+  else if (rc != 0)
+    rc = jm__errno_f(err, -rc, "cannot create journal directory '%s'", dir);
+  else {
+    int fd = jm__open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+    if (fd == -EEXIST || fd == -ELOOP)
+      rc = jm__errf(err, -EEXIST, "conversation '%s' already exists", id);
+    else if (fd < 0)
+      rc = jm__errno_f(err, -fd, "cannot create '%s'", p);
+    else
+      jm__close(fd);
+  }
+  free(dir);
+  free(p);
+  return rc;
+}
+
 int jm_store_create(jm_store *s, const char *id, const char *title,
                     const char *brain, const char *meta_json, char *id_out,
                     jm_error *err) {
@@ -287,14 +313,14 @@ int jm_store_create(jm_store *s, const char *id, const char *title,
     id = gen;
   } else if (jm_id_check(id, strlen(id), err) != 0)
     return JM_EID;
-  if (exists(s, id))
-    return jm__errf(err, -EEXIST, "conversation '%s' already exists", id);
   json_t *ev = json_pack("{s:s}", "type", "conversation.created");
   int rc = set_str(ev, "title", title, err);
   if (rc == 0)
     rc = set_str(ev, "brain", brain, err);
   if (rc == 0)
     rc = set_json(ev, "meta", meta_json, err);
+  if (rc == 0)
+    rc = claim(s, id, err);
   if (rc != 0) {
     json_decref(ev);
     return rc;

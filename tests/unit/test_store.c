@@ -1419,10 +1419,55 @@ static void test_search_beyond_the_cut(void) {
   store_close(s);
 }
 
+/* Processes creating one id at once: exactly one succeeds, the others
+ * are told it exists, and the file holds one conversation.created. */
+static void test_create_race(void) {
+  enum { N = 8 };
+  const char *root = fresh_root("race");
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t kids[N];
+  for (int i = 0; i < N; i++) {
+    if ((kids[i] = fork()) == 0) {
+      close(go[1]);
+      char c;
+      if (read(go[0], &c, 1) < 0) /* released all at once by the EOF */
+        _exit(3);
+      jm_store *s;
+      jm_error err;
+      if (jm_store_open(&s, root, NULL, &err) != 0)
+        _exit(3);
+      int rc = jm_store_create(s, "same", "t", NULL, NULL, NULL, &err);
+      jm_store_close(s, NULL);
+      _exit(rc == 0 ? 0 : rc == -EEXIST ? 1 : 2);
+    }
+  }
+  close(go[0]);
+  close(go[1]);
+  int won = 0, told = 0;
+  for (int i = 0; i < N; i++) {
+    int st;
+    ASSERT_EQ(waitpid(kids[i], &st, 0), kids[i]);
+    ASSERT(WIFEXITED(st));
+    won += WEXITSTATUS(st) == 0;
+    told += WEXITSTATUS(st) == 1;
+  }
+  ASSERT_EQ(won, 1);
+  ASSERT_EQ(told, N - 1);
+  size_t len;
+  char *data = test_read_file(test_fmt("%s/journal/same.jsonl", root), &len);
+  int lines = 0;
+  for (size_t i = 0; i < len; i++)
+    lines += data[i] == '\n';
+  ASSERT_EQ(lines, 1);
+  free(data);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_seed_exercise),
     TEST_CASE(test_generated_ids_ordered),
     TEST_CASE(test_errors),
+    TEST_CASE(test_create_race),
     TEST_CASE(test_read_your_writes),
     TEST_CASE(test_read_locked_mirror),
     TEST_CASE(test_heal_after_drift),
