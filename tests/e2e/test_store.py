@@ -448,6 +448,35 @@ def test_search_cli(tmp):
     assert r.code == 0 and r.out == "" and r.err == "no matches\n", r
 
 
+def test_control_characters_never_reach_the_terminal(tmp):
+    """Titles and content are the user's (or a model's) text: escape
+    sequences in them are shown, not sent, and a newline in a title does
+    not break an ls row.  --json keeps the exact text."""
+    root = os.path.join(tmp, "root")
+    title = "evil\x1b[2J\x1b]0;pwned\x07\nsecond line\u009b31m"
+    cid = new(root, "--title", title)
+    new(root, "--title", "plain")
+    content = "needle \x1b[31mred\x1b[0m\nline two\ttab \x00 \x7f \u009d end"
+    ok("add", cid, "--role", "user", "-", root=root, stdin=content)
+    for args in (["ls"], ["show", cid], ["search", "needle"]):
+        out = ok(*args, root=root)
+        bad = [ch for ch in out if (ord(ch) < 0x20 and ch not in "\n\t") or
+               0x7f <= ord(ch) <= 0x9f]
+        assert not bad, (args, out, bad)
+        assert "^[[2J" in out or args[0] != "ls", (args, out)
+    rows = ok("ls", root=root).splitlines()
+    assert len(rows) == 2, rows
+    assert "evil^[[2J^[]0;pwned^G second line<U+009B>31m" in rows[1] + rows[0], rows
+    shown = ok("show", cid, root=root)
+    assert "needle ^[[31mred^[[0m\n  line two\ttab ^@ ^? <U+009D> end" in shown, shown
+    hits = ok("search", "needle", root=root)
+    assert "[needle] ^[[31mred^[[0m line two tab" in hits, hits
+    # --json: the exact text, escaped as JSON
+    assert ls_json(root)["conversations"][1]["title"] in (title, "plain")
+    assert [c["title"] for c in ls_json(root)["conversations"]].count(title) == 1
+    assert show_json(root, cid)["messages"][0]["content"] == content
+
+
 def test_heal_through_cli(tmp):
     """The journal changed behind the mirror's back: show answers from the
     journal, not from the stale rows."""

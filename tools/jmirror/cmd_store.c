@@ -52,6 +52,44 @@ static const char *when(const char *ts, char buf[32]) {
   return buf;
 }
 
+/* Text from the journal, printed for a person: control characters are
+ * shown, never sent (a title holding ESC [2J must not clear the terminal,
+ * a newline must not break an ls row).  C0 and DEL as ^X, C1 (U+0080..
+ * U+009F) as <U+00XX>; newline and tab kept only where `multiline`, else
+ * a space.  The highlight marks of a search snippet arrive as the
+ * noncharacters U+FDD0 / U+FDD1 and become `open` / `close`. */
+#define MARK_OPEN "\xEF\xB7\x90"
+#define MARK_CLOSE "\xEF\xB7\x91"
+
+static void put_text(const char *s, size_t n, int multiline, const char *open,
+                     const char *close) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (open && i + 3 <= n && memcmp(s + i, MARK_OPEN, 3) == 0) {
+      fputs(open, stdout);
+      i += 2;
+    } else if (close && i + 3 <= n && memcmp(s + i, MARK_CLOSE, 3) == 0) {
+      fputs(close, stdout);
+      i += 2;
+    } else if ((c == '\n' || c == '\t') && multiline)
+      fputc(c, stdout);
+    else if (c == '\n' || c == '\t' || c == '\r')
+      fputc(' ', stdout);
+    else if (c < 0x20 || c == 0x7f)
+      printf("^%c", c == 0x7f ? '?' : c + '@');
+    else if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+             (unsigned char)s[i + 1] <= 0x9f)
+      printf("<U+00%02X>", (unsigned char)s[++i]);
+    else
+      fputc(c, stdout);
+  }
+}
+
+static void put_str(const char *s) {
+  if (s)
+    put_text(s, strlen(s), 0, NULL, NULL);
+}
+
 /* new / add / rename / delete / restore ------------------------------------------ */
 
 int cmd_new(cli *c, int argc, char **argv) {
@@ -244,9 +282,10 @@ int cmd_ls(cli *c, int argc, char **argv) {
     char b[32];
     for (size_t i = 0; i < l.n; i++) {
       jm_conversation *v = &l.items[i];
-      printf("%-20s %5lld  %-26s %s%s\n", when(v->updated_at, b),
-             (long long)v->message_count, v->id, v->title ? v->title : "",
-             v->deleted_at ? "  (deleted)" : "");
+      printf("%-20s %5lld  %-26s ", when(v->updated_at, b),
+             (long long)v->message_count, v->id);
+      put_str(v->title);
+      printf("%s\n", v->deleted_at ? "  (deleted)" : "");
     }
     if (l.next_cursor)
       printf("(more: jmirror ls --cursor %s)\n", l.next_cursor);
@@ -278,17 +317,22 @@ static json_t *msg_json(const jm_message *m) {
 /* Content indented two spaces, line by line. */
 static void indent(const char *s, size_t n) {
   fputs("  ", stdout);
-  for (size_t i = 0; i < n; i++) {
-    fputc(s[i] ? s[i] : ' ', stdout);
-    if (s[i] == '\n' && i + 1 < n)
+  size_t from = 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] == '\n' && i + 1 < n) {
+      put_text(s + from, i + 1 - from, 1, NULL, NULL);
       fputs("  ", stdout);
-  }
+      from = i + 1;
+    }
+  put_text(s + from, n - from, 1, NULL, NULL);
   fputc('\n', stdout);
 }
 
 static void show_msg(const jm_message *m, int thinking) {
   char b[32];
-  printf("\n[%s] %s %s%s%s\n", when(m->created_at, b), m->role, m->id,
+  printf("\n[%s] ", when(m->created_at, b));
+  put_str(m->role);
+  printf(" %s%s%s\n", m->id,
          strcmp(m->status, "complete") ? " (streaming)" : "",
          m->edited_at ? " (edited)" : "");
   if (m->thinking && thinking) {
@@ -327,8 +371,8 @@ int cmd_show(cli *c, int argc, char **argv) {
   json_t *msgs = json ? json_array() : NULL;
   if (!json) {
     char b1[32], b2[32];
-    printf("%s (%s)\ncreated %s, updated %s, %lld messages%s\n",
-           conv.title ? conv.title : "(untitled)", conv.id,
+    put_str(conv.title ? conv.title : "(untitled)");
+    printf(" (%s)\ncreated %s, updated %s, %lld messages%s\n", conv.id,
            when(conv.created_at, b1), when(conv.updated_at, b2),
            (long long)conv.message_count, conv.deleted_at ? ", DELETED" : "");
   }
@@ -380,9 +424,12 @@ int cmd_search(cli *c, int argc, char **argv) {
     q = n;
   }
   int json = o.values[2] != NULL, tty = !json && isatty(STDOUT_FILENO);
-  jm_search_options so = {o.values[0], (size_t)limit,
-                          tty ? "\033[1;33m" : "[", tty ? "\033[0m" : "]",
+  jm_search_options so = {o.values[0], (size_t)limit, MARK_OPEN, MARK_CLOSE,
                           o.values[3] != NULL};
+  if (json) {
+    so.mark_open = "[";
+    so.mark_close = "]";
+  }
   jm_store *s;
   if ((rc = open_store(c, &s)) != 0) {
     free(q);
@@ -407,11 +454,12 @@ int cmd_search(cli *c, int argc, char **argv) {
                          h->snippet, "created_at", h->created_at, "rank",
                          h->rank));
     else {
-      for (char *p = h->snippet; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-          *p = ' ';
-      printf("%s #%lld %s: %s\n", h->conversation_id, (long long)h->seq,
-             h->role, h->snippet);
+      printf("%s #%lld ", h->conversation_id, (long long)h->seq);
+      put_str(h->role);
+      fputs(": ", stdout);
+      put_text(h->snippet, strlen(h->snippet), 0, tty ? "\033[1;33m" : "[",
+               tty ? "\033[0m" : "]");
+      fputc('\n', stdout);
     }
   }
   if (json)
