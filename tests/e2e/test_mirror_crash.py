@@ -30,7 +30,7 @@ from harness import JMIRROR, run, run_cli  # noqa: E402
 N_CONV = int(os.environ.get("JM_CRASH_CONVERSATIONS", "300"))
 # JM_NIGHTLY=1: the long version (tests/e2e/crashkit.py has the knob).
 NIGHTLY = os.environ.get("JM_NIGHTLY", "") not in ("", "0")
-N_KILLS = int(os.environ.get("JM_CRASH_KILLS", "60" if NIGHTLY else "6"))
+N_KILLS = int(os.environ.get("JM_CRASH_KILLS", "60" if NIGHTLY else "12"))
 
 
 def ts(t):
@@ -233,7 +233,9 @@ def test_kill_ingest_backlog(tmp):
         assert r.code == 0 and "0 replayed" in r.out, r
         assert dump(db_of(root)) == new, "ingest after kills differs from a clean replay"
     print("# kills (delay, killed, behind after): %s" % outcomes, flush=True)
-    assert sum(1 for _, killed, behind in outcomes if killed and behind) >= N_KILLS, outcomes
+    # Kills must land mid-work often enough to mean something; how often is
+    # timing (a third of them in the runs seen here), so ask for half that.
+    assert sum(1 for _, killed, behind in outcomes if killed and behind) >= N_KILLS // 2, outcomes
     r = run_cli("verify", root=root, timeout=300)
     assert r.code == 0 and "0 behind, 0 drift" in r.out, r
 
