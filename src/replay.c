@@ -320,7 +320,7 @@ static int open_scratch(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
     rc = jm__exec(fresh,
                   "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
                   " PRAGMA locking_mode = EXCLUSIVE;"
-                  " PRAGMA foreign_keys = OFF; PRAGMA cache_size = -8192",
+                  " PRAGMA foreign_keys = OFF; PRAGMA cache_size = -2048",
                   err);
   if (rc == 0)
     rc = same_page_size(m, fresh, err);
