@@ -1488,33 +1488,47 @@ static void test_concurrent_threads(void) {
 }
 
 /* A new root's directories are durable before an append is acknowledged:
- * a failed sync of a directory created for it refuses the append, and
- * nothing is acknowledged. */
-static int dir_syncs_seen;
+ * a failed sync of a directory created for it refuses the append.  The
+ * directories created before the failure are removed again, so that the
+ * retry creates them anew and syncs their parents: left in place, the next
+ * append would take them as existing and never sync the entry whose sync
+ * failed.  Directory syncs, in order, for ROOT = T/newK/deeper/root: T (for
+ * newK), newK, deeper, root (for journal/), journal/ (for the file). */
+static int dir_syncs_seen, dir_sync_fail_at;
 
-static int dir_sync_fails(int fd) { /* the first directory sync only */
-  if (is_regular_fd(fd) || dir_syncs_seen++ > 0)
+static int dir_sync_fails(int fd) { /* the dir_sync_fail_at'th one only */
+  if (is_regular_fd(fd) || dir_syncs_seen++ != dir_sync_fail_at)
     return fsync(fd);
   errno = EIO;
   return -1;
 }
 
 static void test_new_root_dir_sync_failure(void) {
-  const char *root = test_fmt("%s/new/deeper/root", test_tmpdir());
-  faults_clear();
-  dir_syncs_seen = 0;
-  jm__sys.fsync = dir_sync_fails;
-  jm_journal *j = jopen(root, JM_SYNC_ALWAYS);
-  jm_error err;
-  jm_error_clear(&err);
-  const char *ev = MSG("m1", "not acknowledged");
-  int rc = jm_journal_append(j, "c", ev, strlen(ev), NULL, &err);
-  ASSERT_EQ(rc, -EIO);
-  ASSERT(err.msg[0] != '\0');
-  jm__sys_reset();
-  jm_error_clear(&err);
-  append_ok(j, "c", MSG("m1", "now it is"), NULL);
-  jclose(j);
+  for (int k = 0; k < 5; k++) {
+    const char *top = test_fmt("%s/new%d", test_tmpdir(), k);
+    char *root = strdup(test_fmt("%s/deeper/root", top));
+    faults_clear();
+    dir_syncs_seen = 0;
+    dir_sync_fail_at = k;
+    jm__sys.fsync = dir_sync_fails;
+    jm_journal *j = jopen(root, JM_SYNC_ALWAYS);
+    jm_error err;
+    jm_error_clear(&err);
+    const char *ev = MSG("m1", "not acknowledged");
+    int rc = jm_journal_append(j, "c", ev, strlen(ev), NULL, &err);
+    ASSERT_EQ(rc, -EIO);
+    ASSERT_STR_CONTAINS(err.msg, "deeper/root"); /* names where */
+    struct stat st;
+    /* mkdirs failed: nothing of it is left (the file's own directory sync
+     * failing leaves the empty file: that one is synced again on retry) */
+    ASSERT_EQ(stat(top, &st) == 0, k == 4);
+    int before = dir_syncs_seen;
+    append_ok(j, "c", MSG("m1", "now it is"), NULL);
+    ASSERT_EQ(dir_syncs_seen - before, k == 4 ? 1 : 5);
+    jclose(j);
+    jm__sys_reset();
+    free(root);
+  }
 }
 
 /* Not a regular file under the journal's name (a FIFO): refused at once,
