@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "jmirror/error.h"
 #include "jmirror/reader.h"
@@ -43,6 +44,8 @@ typedef struct jm__sys_table {
   int (*fsync)(int fd);     /* full barrier: F_FULLFSYNC on macOS */
   int (*ftruncate)(int fd, off_t len);
   int (*rename)(const char *from, const char *to);
+  /* the batch syncer's clock: tests step the wall clock through it */
+  int (*clock_gettime)(clockid_t id, struct timespec *ts);
 } jm__sys_table;
 
 extern jm__sys_table jm__sys;
