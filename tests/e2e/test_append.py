@@ -267,6 +267,12 @@ def test_root_from_env_and_flag(tmp):
         r = run_cli(*args, "append", "c1", msg("m6", "nowhere"), env={"HOME": home})
         assert r.code == 2 and "non-empty path" in r.err, (args, r)
     assert not os.path.exists(home)
+    # No path at all after the option: said so, not "unknown option".
+    for opt in ("--root", "--mirror"):
+        r = run_cli(opt, env={"HOME": home})
+        assert r.code == 2 and f"option '{opt}' needs a path" in r.err, (opt, r)
+        assert len(r.err.splitlines()) == 1, r
+    assert not os.path.exists(home)
 
 
 def test_root_with_spaces_and_unicode(tmp):
