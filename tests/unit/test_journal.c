@@ -1605,10 +1605,17 @@ static void test_fifo_refused(void) {
   ASSERT_STR_CONTAINS(err.msg, "not a regular file");
   jclose(j);
   free(path);
+}
+
+/* An empty root is a mistake (an unset variable), never the current
+ * directory: refused with a message that says so. */
+static void test_empty_root_refused(void) {
   jm_journal *k = NULL;
+  jm_error err;
   jm_error_clear(&err);
   ASSERT_EQ(jm_journal_open(&k, "", NULL, &err), JM_EUSAGE);
   ASSERT(k == NULL);
+  ASSERT_STR_CONTAINS(err.msg, "root is empty");
 }
 
 static const test_case cases[] = {
@@ -1625,6 +1632,7 @@ static const test_case cases[] = {
     TEST_CASE(test_fsync_failure_always),
     TEST_CASE(test_new_root_dir_sync_failure),
     TEST_CASE(test_fifo_refused),
+    TEST_CASE(test_empty_root_refused),
     TEST_CASE(test_ftruncate_failure_reported),
     TEST_CASE(test_refused_event_writes_nothing),
     TEST_CASE(test_invalid_ids_refused),
