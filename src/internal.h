@@ -60,7 +60,8 @@ ssize_t jm__pread_full(int fd, void *buf, size_t n, off_t off);
 int jm__fsync_dir(const char *dir);
 /* Offset just past the last LF in fd's first `size` bytes (0 if none). */
 uint64_t jm__last_lf(int fd, uint64_t size);
-/* mkdir -p with mode 0700 for every component created. 0 or -errno. */
+/* mkdir -p with mode 0700 for every component created, each new entry
+ * synced in its parent; on failure what it created is removed. 0 or -errno. */
 int jm__mkdirs(const char *path);
 /* open() through the seam, O_CLOEXEC added, EINTR retried. fd or -errno. */
 int jm__open(const char *path, int flags, mode_t mode);
