@@ -61,15 +61,16 @@ int jm_client_connect(const char *db_path, int timeout_ms, jm_client **out,
   memcpy(sa.sun_path, path, strlen(path));
 #ifdef SOCK_CLOEXEC /* atomic: no fork in between leaks it */
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-#else /* macOS */
+#else /* macOS: no SOCK_CLOEXEC; set just after, a fork may fall between */
   int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd >= 0)
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
 #endif
   if (fd < 0) {
     int rc = jm__errno_f(err, errno, "cannot create socket");
     free(path);
     return rc;
   }
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
 #ifdef SO_NOSIGPIPE
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);

@@ -3,8 +3,9 @@
  *
  * write-all-or-report (EINTR and short writes retried, a 0-byte write taken
  * as ENOSPC, as git's write_in_full does), O_CLOEXEC on every open, mkdir -p
- * with 0700, directory fsync, temp -> fsync -> rename -> fsync(dir) for files
- * that replace others, and a growable buffer.  Durability-relevant calls go
+ * with 0700 (each new entry synced, all of it undone on failure), directory
+ * fsync, temp -> fsync -> rename -> fsync(dir) for files that replace
+ * others, and a growable buffer.  Durability-relevant calls go
  * through the jm__sys seam (sys.c).
  */
 #include "internal.h"
@@ -132,20 +133,37 @@ static int sync_parent(char *path) {
   return rc;
 }
 
+/* Undo a failed jm__mkdirs: remove the `n` directories it created, the
+ * deepest first (made[] holds their lengths in tmp).  A retry then creates
+ * them again and syncs their parents; left in place, a directory whose
+ * parent's sync failed would be taken as durable by the next call. */
+static void unmake(char *tmp, const size_t *made, int n) {
+  while (n-- > 0) {
+    char saved = tmp[made[n]];
+    tmp[made[n]] = '\0';
+    rmdir(tmp); /* not empty (another writer got in): theirs now */
+    tmp[made[n]] = saved;
+  }
+}
+
 int jm__mkdirs(const char *path) {
   char *tmp = jm__strdup(path);
-  if (tmp == NULL)
+  size_t len = tmp ? strlen(tmp) : 0;
+  size_t *made = tmp ? malloc((len + 1) * sizeof *made) : NULL;
+  if (made == NULL) {
+    free(tmp);
     return -ENOMEM;
-  int rc = 0;
-  size_t len = strlen(tmp);
+  }
+  int rc = 0, n_made = 0;
   for (size_t i = 1; i <= len && rc == 0; i++) {
     if (tmp[i] != '/' && tmp[i] != '\0')
       continue;
     char saved = tmp[i];
     tmp[i] = '\0';
-    if (mkdir(tmp, 0700) == 0)
+    if (mkdir(tmp, 0700) == 0) {
+      made[n_made++] = i;
       rc = sync_parent(tmp); /* the new entry made durable */
-    else if (errno != EEXIST)
+    } else if (errno != EEXIST)
       rc = -errno;
     if (rc == 0) {
       struct stat st;
@@ -156,6 +174,9 @@ int jm__mkdirs(const char *path) {
     }
     tmp[i] = saved;
   }
+  if (rc != 0)
+    unmake(tmp, made, n_made);
+  free(made);
   free(tmp);
   return rc;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "jmirror/error.h"
 #include "jmirror/reader.h"
@@ -43,6 +44,8 @@ typedef struct jm__sys_table {
   int (*fsync)(int fd);     /* full barrier: F_FULLFSYNC on macOS */
   int (*ftruncate)(int fd, off_t len);
   int (*rename)(const char *from, const char *to);
+  /* the batch syncer's clock: tests step the wall clock through it */
+  int (*clock_gettime)(clockid_t id, struct timespec *ts);
 } jm__sys_table;
 
 extern jm__sys_table jm__sys;
@@ -57,7 +60,8 @@ ssize_t jm__pread_full(int fd, void *buf, size_t n, off_t off);
 int jm__fsync_dir(const char *dir);
 /* Offset just past the last LF in fd's first `size` bytes (0 if none). */
 uint64_t jm__last_lf(int fd, uint64_t size);
-/* mkdir -p with mode 0700 for every component created. 0 or -errno. */
+/* mkdir -p with mode 0700 for every component created, each new entry
+ * synced in its parent; on failure what it created is removed. 0 or -errno. */
 int jm__mkdirs(const char *path);
 /* open() through the seam, O_CLOEXEC added, EINTR retried. fd or -errno. */
 int jm__open(const char *path, int flags, mode_t mode);

@@ -239,7 +239,7 @@ static int sync_dirty_locked(jm_journal *j) {
 }
 
 static void deadline_after(struct timespec *ts, unsigned ms) {
-  clock_gettime(WAKE_CLOCK, ts);
+  jm__sys.clock_gettime(WAKE_CLOCK, ts);
   ts->tv_sec += ms / 1000;
   ts->tv_nsec += (long)(ms % 1000) * 1000000L;
   if (ts->tv_nsec >= 1000000000L) {
@@ -252,7 +252,7 @@ static void deadline_after(struct timespec *ts, unsigned ms) {
 static int wait_until(jm_journal *j, const struct timespec *until) {
 #ifdef __APPLE__
   struct timespec now, rel;
-  clock_gettime(CLOCK_MONOTONIC, &now);
+  jm__sys.clock_gettime(WAKE_CLOCK, &now);
   rel.tv_sec = until->tv_sec - now.tv_sec;
   rel.tv_nsec = until->tv_nsec - now.tv_nsec;
   if (rel.tv_nsec < 0) {

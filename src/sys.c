@@ -4,7 +4,8 @@
  * Why a table: the promises "a failed append leaves the file at its old
  * size" and "an fsync failure is never acknowledged" can only be tested by
  * making open/write/fsync/ftruncate/rename fail on demand.  SQLite does the
- * same with its aSyscall[] array.  Tests swap entries; jm__sys_reset() puts
+ * same with its aSyscall[] array.  clock_gettime is here too: "setting the
+ * wall clock cannot stretch the batch window" is tested by stepping it.  Tests swap entries; jm__sys_reset() puts
  * the real calls back.
  *
  * fsync here means "the data is on stable storage": on macOS plain fsync()
@@ -16,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 static int real_open(const char *path, int flags, mode_t mode) {
@@ -47,8 +49,13 @@ static int real_rename(const char *from, const char *to) {
   return rename(from, to);
 }
 
+static int real_clock_gettime(clockid_t id, struct timespec *ts) {
+  return clock_gettime(id, ts);
+}
+
 jm__sys_table jm__sys = {
-  real_open, real_write, real_pwrite, real_fsync, real_ftruncate, real_rename,
+  real_open,      real_write,  real_pwrite,       real_fsync,
+  real_ftruncate, real_rename, real_clock_gettime,
 };
 
 void jm__sys_reset(void) {
@@ -58,4 +65,5 @@ void jm__sys_reset(void) {
   jm__sys.fsync = real_fsync;
   jm__sys.ftruncate = real_ftruncate;
   jm__sys.rename = real_rename;
+  jm__sys.clock_gettime = real_clock_gettime;
 }

@@ -267,6 +267,24 @@ def test_root_from_env_and_flag(tmp):
         r = run_cli(*args, "append", "c1", msg("m6", "nowhere"), env={"HOME": home})
         assert r.code == 2 and "non-empty path" in r.err, (args, r)
     assert not os.path.exists(home)
+    # No path at all after the option: said so, not "unknown option".
+    for opt in ("--root", "--mirror"):
+        r = run_cli(opt, env={"HOME": home})
+        assert r.code == 2 and f"option '{opt}' needs a path" in r.err, (opt, r)
+        assert len(r.err.splitlines()) == 1, r
+    assert not os.path.exists(home)
+
+
+def test_not_a_regular_file(tmp):
+    # A FIFO under the journal file's name: refused at once, in one line,
+    # never a hang (no reader) and never an event lost into the pipe.
+    os.makedirs(os.path.join(tmp, "journal"))
+    os.mkfifo(jfile(tmp, "c1"))
+    for sync in ("always", "batch", "none"):
+        r = run_cli("append", "c1", msg("m1", "into a pipe"), "--sync", sync,
+                    root=tmp, timeout=20)
+        assert r.code == 1, r
+        assert "not a regular file" in one_line(r.err) and jfile(tmp, "c1") in r.err, r
 
 
 def test_root_with_spaces_and_unicode(tmp):

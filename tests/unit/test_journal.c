@@ -1218,6 +1218,19 @@ static int recording_fsync(int fd) {
   return rc;
 }
 
+/* How long recorded fsyncs were running within [from, to].  Called with
+ * rec_mu held. */
+static double fsync_time_between(double from, double to) {
+  double t = 0;
+  for (int i = 0; i < n_sync_recs && i < MAX_SYNC_RECS; i++) {
+    double a = sync_recs[i].called > from ? sync_recs[i].called : from;
+    double b = sync_recs[i].done < to ? sync_recs[i].done : to;
+    if (b > a)
+      t += b - a;
+  }
+  return t;
+}
+
 /* The first fsync that covers `end` bytes; -1 if none yet.  Called with
  * rec_mu held. */
 static int covering_sync(long long end) {
@@ -1260,20 +1273,25 @@ static void test_batch_group_commit(void) {
       break;
   /* Latency of an append: from its return to the writer's fsync call that
    * covers it (what the code controls), and to that fsync's return (what
-   * the disk adds). */
-  double worst = 0, worst_done = 0, sum = 0;
+   * the disk adds).  `own` leaves out the time an earlier fsync was still
+   * running meanwhile: the syncer calls them one after the other, so a
+   * slow disk delays the next call, and that wait is the disk's. */
+  double worst = 0, worst_own = 0, worst_done = 0, sum = 0;
   int worst_i = -1;
   for (int i = 0; i < N; i++) {
     int k = covering_sync(ends[i]);
     if (k < 0)
       test_fail(__FILE__, __LINE__, "append %d never synced", i);
     double lat = sync_recs[k].called - ret_at[i];
+    double own = lat - fsync_time_between(ret_at[i], sync_recs[k].called);
     double lat_done = sync_recs[k].done - ret_at[i];
     sum += lat > 0 ? lat : 0;
     if (lat > worst) {
       worst = lat;
       worst_i = i;
     }
+    if (own > worst_own)
+      worst_own = own;
     if (lat_done > worst_done)
       worst_done = lat_done;
   }
@@ -1283,10 +1301,11 @@ static void test_batch_group_commit(void) {
   jm_journal_get_stats(j, &st);
   fprintf(stderr,
           "# %d batch appends over %.2f s: %llu syncs (seam saw %d); append "
-          "to fsync call: mean %.1f ms, worst %.1f ms (append %d); to fsync "
-          "return: worst %.1f ms\n",
+          "to fsync call: mean %.1f ms, worst %.1f ms (append %d), %.1f ms "
+          "without earlier fsyncs; to fsync return: worst %.1f ms\n",
           N, t1 - t0, (unsigned long long)st.syncs, file_syncs,
-          sum / N * 1000, worst * 1000, worst_i, worst_done * 1000);
+          sum / N * 1000, worst * 1000, worst_i, worst_own * 1000,
+          worst_done * 1000);
   ASSERT_EQ(st.appends, N);
   ASSERT_EQ(st.syncs, (uint64_t)file_syncs); /* every sync counted */
   ASSERT(st.syncs >= 1);
@@ -1295,12 +1314,11 @@ static void test_batch_group_commit(void) {
   ASSERT(st.syncs <= N / 10);
   ASSERT(st.syncs <= (uint64_t)((t1 - t0) / 0.100) + 3);
   /* The promise: the fsync covering an append is called within 250 ms of
-   * it.  The window is 100 ms, so the code calls it ~100 ms after an
-   * append at worst; the other 150 ms of the promise are the slack a
-   * loaded 2-core box needs for the syncer thread to get a CPU (or to
-   * finish an earlier fsync, which the disk may make slow: the time to the
-   * fsync's return is reported above, not asserted — the disk's part). */
-  ASSERT(worst < 0.250);
+   * it, earlier fsyncs still running apart (the disk's time, reported
+   * above, not asserted).  The code's part is the 100 ms window; the other
+   * 150 ms are scheduling slack only: on a loaded 2-core box the syncer
+   * thread may wait for a CPU when its window ends. */
+  ASSERT(worst_own < 0.250);
   jclose(j);
   pthread_mutex_lock(&rec_mu);
   /* root/ and journal/ created (the parent of each synced), c.jsonl */
@@ -1487,34 +1505,89 @@ static void test_concurrent_threads(void) {
   free(path);
 }
 
-/* A new root's directories are durable before an append is acknowledged:
- * a failed sync of a directory created for it refuses the append, and
- * nothing is acknowledged. */
-static int dir_syncs_seen;
+/* The batch window is timed on a clock that setting the wall clock cannot
+ * move.  Stepped through the seam: the wall clock reads an hour ahead, as
+ * if it were set back an hour just after the syncer read it.  A window
+ * timed on it would end an hour late; the append's fsync must still be
+ * called within the 250 ms promised (the window is 100 ms: the rest is
+ * scheduling slack, see test_batch_group_commit). */
+static int wall_clock_ahead(clockid_t id, struct timespec *ts) {
+  int rc = clock_gettime(id, ts);
+  if (rc == 0 && id == CLOCK_REALTIME)
+    ts->tv_sec += 3600;
+  return rc;
+}
 
-static int dir_sync_fails(int fd) { /* the first directory sync only */
-  if (is_regular_fd(fd) || dir_syncs_seen++ > 0)
+static void test_batch_window_wall_clock_step(void) {
+  pthread_mutex_lock(&rec_mu);
+  n_sync_recs = n_dir_syncs = 0;
+  pthread_mutex_unlock(&rec_mu);
+  jm__sys.fsync = recording_fsync;
+  jm__sys.clock_gettime = wall_clock_ahead;
+  jm_journal *j = jopen(root_path(), JM_SYNC_BATCH);
+  jm_append_info a;
+  append_ok(j, "c", MSG("m1", "batched"), &a);
+  double appended = now_s();
+  pthread_mutex_lock(&rec_mu);
+  struct timespec until; /* the test's own wait: real clocks, 2 s */
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 2;
+  int k;
+  while ((k = covering_sync((long long)a.end)) < 0)
+    if (pthread_cond_timedwait(&rec_cv, &rec_mu, &until) == ETIMEDOUT)
+      break;
+  double lat = k >= 0 ? sync_recs[k].called - appended : -1;
+  pthread_mutex_unlock(&rec_mu);
+  fprintf(stderr, "# wall clock stepped: append to fsync call %.1f ms\n",
+          lat * 1000);
+  ASSERT(k >= 0);
+  ASSERT(lat < 0.250);
+  jclose(j);
+  jm__sys_reset();
+}
+
+/* A new root's directories are durable before an append is acknowledged:
+ * a failed sync of a directory created for it refuses the append.  The
+ * directories created before the failure are removed again, so that the
+ * retry creates them anew and syncs their parents: left in place, the next
+ * append would take them as existing and never sync the entry whose sync
+ * failed.  Directory syncs, in order, for ROOT = T/newK/deeper/root: T (for
+ * newK), newK, deeper, root (for journal/), journal/ (for the file). */
+static int dir_syncs_seen, dir_sync_fail_at;
+
+static int dir_sync_fails(int fd) { /* the dir_sync_fail_at'th one only */
+  if (is_regular_fd(fd) || dir_syncs_seen++ != dir_sync_fail_at)
     return fsync(fd);
   errno = EIO;
   return -1;
 }
 
 static void test_new_root_dir_sync_failure(void) {
-  const char *root = test_fmt("%s/new/deeper/root", test_tmpdir());
-  faults_clear();
-  dir_syncs_seen = 0;
-  jm__sys.fsync = dir_sync_fails;
-  jm_journal *j = jopen(root, JM_SYNC_ALWAYS);
-  jm_error err;
-  jm_error_clear(&err);
-  const char *ev = MSG("m1", "not acknowledged");
-  int rc = jm_journal_append(j, "c", ev, strlen(ev), NULL, &err);
-  ASSERT_EQ(rc, -EIO);
-  ASSERT(err.msg[0] != '\0');
-  jm__sys_reset();
-  jm_error_clear(&err);
-  append_ok(j, "c", MSG("m1", "now it is"), NULL);
-  jclose(j);
+  for (int k = 0; k < 5; k++) {
+    const char *top = test_fmt("%s/new%d", test_tmpdir(), k);
+    char *root = strdup(test_fmt("%s/deeper/root", top));
+    faults_clear();
+    dir_syncs_seen = 0;
+    dir_sync_fail_at = k;
+    jm__sys.fsync = dir_sync_fails;
+    jm_journal *j = jopen(root, JM_SYNC_ALWAYS);
+    jm_error err;
+    jm_error_clear(&err);
+    const char *ev = MSG("m1", "not acknowledged");
+    int rc = jm_journal_append(j, "c", ev, strlen(ev), NULL, &err);
+    ASSERT_EQ(rc, -EIO);
+    ASSERT_STR_CONTAINS(err.msg, "deeper/root"); /* names where */
+    struct stat st;
+    /* mkdirs failed: nothing of it is left (the file's own directory sync
+     * failing leaves the empty file: that one is synced again on retry) */
+    ASSERT_EQ(stat(top, &st) == 0, k == 4);
+    int before = dir_syncs_seen;
+    append_ok(j, "c", MSG("m1", "now it is"), NULL);
+    ASSERT_EQ(dir_syncs_seen - before, k == 4 ? 1 : 5);
+    jclose(j);
+    jm__sys_reset();
+    free(root);
+  }
 }
 
 /* Not a regular file under the journal's name (a FIFO): refused at once,
@@ -1532,10 +1605,17 @@ static void test_fifo_refused(void) {
   ASSERT_STR_CONTAINS(err.msg, "not a regular file");
   jclose(j);
   free(path);
+}
+
+/* An empty root is a mistake (an unset variable), never the current
+ * directory: refused with a message that says so. */
+static void test_empty_root_refused(void) {
   jm_journal *k = NULL;
+  jm_error err;
   jm_error_clear(&err);
   ASSERT_EQ(jm_journal_open(&k, "", NULL, &err), JM_EUSAGE);
   ASSERT(k == NULL);
+  ASSERT_STR_CONTAINS(err.msg, "root is empty");
 }
 
 static const test_case cases[] = {
@@ -1552,6 +1632,7 @@ static const test_case cases[] = {
     TEST_CASE(test_fsync_failure_always),
     TEST_CASE(test_new_root_dir_sync_failure),
     TEST_CASE(test_fifo_refused),
+    TEST_CASE(test_empty_root_refused),
     TEST_CASE(test_ftruncate_failure_reported),
     TEST_CASE(test_refused_event_writes_nothing),
     TEST_CASE(test_invalid_ids_refused),
@@ -1563,6 +1644,7 @@ static const test_case cases[] = {
     TEST_CASE(test_symlink_refused),
     TEST_CASE(test_symlink_swapped_in_after_open),
     TEST_CASE(test_batch_group_commit),
+    TEST_CASE(test_batch_window_wall_clock_step),
     TEST_CASE(test_batch_sync_failure_reported),
     TEST_CASE(test_many_conversations),
     TEST_CASE_T(test_concurrent_processes, 600),

@@ -235,7 +235,10 @@ int main(int argc, char **argv) {
       ctx.mirror_flag = argv[++i];
     else if (strncmp(a, "--mirror=", 9) == 0)
       ctx.mirror_flag = a + 9;
-    else {
+    else if (strcmp(a, "--root") == 0 || strcmp(a, "--mirror") == 0) {
+      cli_err("option '%s' needs a path", a);
+      return EXIT_USAGE;
+    } else {
       cli_err("unknown option '%s' (see 'jmirror --help')", a);
       return EXIT_USAGE;
     }
