@@ -207,7 +207,7 @@ def test_kill_bulk_append(tmp):
     of it is there."""
     root = os.path.join(tmp, "root")
     rng = seed_rng("kill bulk append")
-    n_rounds = rounds(12, 200)
+    n_rounds = rounds(27, 200)
     inputs = os.path.join(tmp, "input")
     outcomes = collections.Counter()
     for rnd in range(n_rounds):
@@ -329,7 +329,7 @@ def test_kill_backup(tmp):
     r, took = timed(lambda: run_cli("backup", dest, "--with-mirror", root=root, timeout=300))
     assert r.code == 0, r
     total = sum(os.path.getsize(journal_path(root, "b%02d" % i)) for i in range(40))
-    n_rounds = rounds(10, 150)
+    n_rounds = rounds(24, 150)
     stats = collections.Counter()
     created, gone = [], []
 
@@ -730,7 +730,7 @@ def test_power_loss(tmp):
     _, data = bulk_input(rng, "probe", 2000)
     _, t_bulk = timed(lambda: run_cli("append", "probe", "-", root=os.path.join(tmp, "probe"),
                                       env=env, stdin=data))
-    n_rounds = rounds(20, 300)
+    n_rounds = rounds(24, 300)
     totals = collections.Counter()
     for rnd in range(n_rounds):
         ledgers = {}
