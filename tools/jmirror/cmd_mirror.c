@@ -437,11 +437,14 @@ int cmd_verify(cli *c, int argc, char **argv) {
   o.verbose = op.values[3] != NULL || op.n_operands > 0;
   o.items = o.json ? json_array() : NULL;
   jm_mirror *m;
-  if ((rc = open_for_verify(c, do_repair, &m)) != 0)
+  if ((rc = open_for_verify(c, do_repair, &m)) != 0) {
+    json_decref(o.items);
     return rc;
+  }
   jm_verify_summary sum;
   if ((rc = check_integrity(m, do_repair, (int)threads)) != 0) {
     jm_mirror_close(m);
+    json_decref(o.items);
     return rc;
   }
   rc = run_verify(m, op.operands, op.n_operands, (int)threads, &o, &sum);
