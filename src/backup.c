@@ -976,8 +976,11 @@ static int prepare(bk *b, int *lock_fd) {
     rc = lock_dest(b->dest, 0, lock_fd, b->err);
   if (rc == 0 && (rc = jm__mkdirs(b->dest_journal)) != 0)
     jm__errno_f(b->err, -rc, "cannot create '%s'", b->dest_journal);
+  char *rj = rc == 0 ? jm__path_join(b->root, "journal") : NULL;
   if (rc == 0)
-    remove_leftovers(b);
+    rc = rj ? check_dest_dir(b, b->dest_journal, rj)
+            : jm__errf(b->err, -ENOMEM, "out of memory");
+  free(rj);
   if (rc == 0)
     rc = prev_entries(b, b->err);
   if (rc == 0) {
@@ -987,13 +990,10 @@ static int prepare(bk *b, int *lock_fd) {
       rc = 0;
     }
   }
-  char *rj = rc == 0 ? jm__path_join(b->root, "journal") : NULL;
-  if (rc == 0)
-    rc = rj ? check_dest_dir(b, b->dest_journal, rj)
-            : jm__errf(b->err, -ENOMEM, "out of memory");
-  free(rj);
   if (rc == 0)
     rc = check_dest_files(b);
+  if (rc == 0) /* DEST is accepted: what a killed run left can go */
+    remove_leftovers(b);
   return rc;
 }
 

@@ -889,7 +889,10 @@ def test_leftovers_and_other_root(tmp):
     backup_ok(root, dest)
     assert not [p for p in left if os.path.exists(p)], left
     assert_backup_exact(root, dest)
-    # another root into the same DEST
+    # another root into the same DEST: refused before anything changes,
+    # not even the leftovers (the DEST is not this run's to clean)
+    with open(left[0], "wb") as f:
+        f.write(b'{"partial":')
     before = state(dest)
     r, _ = backup(other, dest)
     assert r.code == 2 and "another root" in r.err.splitlines()[0], r
@@ -897,6 +900,7 @@ def test_leftovers_and_other_root(tmp):
     # the same root by another path is the same root
     os.symlink(root, os.path.join(tmp, "rootlink"))
     backup_ok(os.path.join(tmp, "rootlink"), dest)
+    assert not os.path.exists(left[0])
     assert manifest(dest)["root"] == os.path.realpath(root)
     # "" is no directory (and never the current one)
     for args in (["backup", ""], ["backup", "--check", ""]):
