@@ -27,6 +27,14 @@
  * whole copies.  Conversations gone
  * from the root stay in the backup (a backup must not lose history because
  * the root lost it), listed with "gone": true.
+ *
+ * Nothing of the root is ever written: prepare() refuses, before the first
+ * byte is copied, a DEST inside the root, a DEST/journal leading back into
+ * it, a DEST/journal file that is a symbolic link or the root's own inode,
+ * and a manifest naming another root; every write goes through O_NOFOLLOW
+ * descriptors checked again with fstat, and a copy with other hard links
+ * is replaced by a new file rather than changed.  The leftovers of a
+ * killed run (manifest temp files, whole copies) are removed first.
  */
 #include "internal.h"
 #include "jmirror/backup.h"
@@ -84,6 +92,8 @@ typedef struct bk {
   size_t nids, capids;
   int committed;     /* the new manifest is in place: nothing to undo */
   int64_t manifest_mtime_ns; /* of the previous manifest (0: none) */
+  char real_root[PATH_MAX]; /* realpath of the root, recorded in the manifest */
+  jm_mirror *mirror; /* --with-mirror: opened before anything is written */
 } bk;
 
 /* The previous manifest ------------------------------------------------------- */
@@ -141,6 +151,26 @@ static int load_manifest(const char *dest, json_t **out, jm_error *err) {
   return rc;
 }
 
+/* A DEST holds the backup of one root: a manifest naming another root is
+ * refused, never merged into (its files would be cut back or copied over
+ * with another root's conversations of the same id).  Manifests recorded
+ * the root as given before they recorded its real path: a relative one
+ * cannot be told apart and is accepted. */
+static int same_root(bk *b, json_t *m, jm_error *err) {
+  const char *was = json_string_value(json_object_get(m, "root"));
+  if (was == NULL || was[0] != '/')
+    return 0;
+  char r[PATH_MAX];
+  const char *cmp = realpath(was, r) ? r : was;
+  if (strcmp(cmp, b->real_root) == 0)
+    return 0;
+  return jm__errf(err, JM_EUSAGE,
+                  "'%s' holds a backup of another root '%s', not of '%s': "
+                  "choose another backup directory (or remove "
+                  "'%s/MANIFEST.json' to make it a backup of this root)",
+                  b->dest, was, b->real_root, b->dest);
+}
+
 static int prev_entries(bk *b, jm_error *err) {
   json_t *m = NULL;
   int rc = load_manifest(b->dest, &m, err);
@@ -152,6 +182,10 @@ static int prev_entries(bk *b, jm_error *err) {
       b->opt->report(b->opt->report_ctx, "MANIFEST.json", err->msg);
     jm_error_clear(err);
     return 0;
+  }
+  if ((rc = same_root(b, m, err)) != 0) {
+    json_decref(m);
+    return rc;
   }
   char *mp = jm__path_join(b->dest, "MANIFEST.json");
   struct stat ms;
@@ -262,6 +296,20 @@ static int add_undo(bk *b, int fd, uint64_t size, const char *tmp,
     return -ENOMEM;
   }
   b->undos[b->nundo++] = u;
+  return 0;
+}
+
+/* An append to a file the previous manifest lists: keep a descriptor, so
+ * that a failed run can cut it back to its old size. */
+static int undo_append(bk *b, int dst, uint64_t size, const char *dp) {
+  int fd = fcntl(dst, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return jm__errno_f(b->err, errno, "cannot duplicate the descriptor of "
+                       "'%s'", dp);
+  if (add_undo(b, fd, size, NULL, NULL) != 0) {
+    jm__close(fd);
+    return jm__errf(b->err, -ENOMEM, "out of memory");
+  }
   return 0;
 }
 
@@ -424,7 +472,8 @@ static int backup_file(bk *b, const char *id) {
     goto out;
   if (f.whole) { /* beside the old copy, which the old manifest describes */
     jm__close(f.dst);
-    f.dst = jm__open(tp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+    unlink(tp); /* a fresh file: never one that may be linked elsewhere */
+    f.dst = jm__open(tp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     if (f.dst < 0) {
       rc = jm__errno_f(b->err, -f.dst, "cannot create '%s'", tp);
       goto out;
@@ -434,13 +483,10 @@ static int backup_file(bk *b, const char *id) {
       rc = jm__errf(b->err, -ENOMEM, "out of memory");
       goto out;
     }
-  } else
-    unlink(tp); /* a whole copy a killed run left behind */
-  int grew = f.copy_len > f.base;
-  if (grew && f.e && add_undo(b, fcntl(f.dst, F_DUPFD_CLOEXEC, 0), f.base, NULL, NULL) != 0) {
-    rc = jm__errf(b->err, -ENOMEM, "out of memory");
-    goto out;
   }
+  int grew = f.copy_len > f.base;
+  if (grew && f.e && !f.whole && (rc = undo_append(b, f.dst, f.base, dp)) != 0)
+    goto out;
   if (grew && (rc = copy_range(b, f.src, f.dst, f.base, f.copy_len, f.path)))
     goto out;
   if ((grew || f.whole) && jm__sys.fsync(f.dst) != 0) {
@@ -496,6 +542,38 @@ static int keep_gone(bk *b) {
   return 0;
 }
 
+/* Is the existing directory `dir` the root, inside it, or the same
+ * directory as `also` (NULL: none) by another path (a symbolic link, a bind
+ * mount)?  1 yes, 0 no, or -errno. */
+static int leads_back(const char *real_root, const char *dir,
+                      const char *also) {
+  char d[PATH_MAX];
+  if (realpath(dir, d) == NULL)
+    return -errno;
+  size_t n = strlen(real_root);
+  if (strcmp(real_root, d) == 0 ||
+      (strncmp(real_root, d, n) == 0 && d[n] == '/'))
+    return 1;
+  struct stat as, ds;
+  return also && stat(also, &as) == 0 && stat(d, &ds) == 0 &&
+         as.st_dev == ds.st_dev && as.st_ino == ds.st_ino;
+}
+
+/* DEST/journal or DEST/mirror, now created, must not lead back into the
+ * root (or to the live mirror's directory): a symlink there would have
+ * the backup write, cut back, or rename over the ground truth itself. */
+static int check_dest_dir(bk *b, const char *dir, const char *also) {
+  int rc = leads_back(b->real_root, dir, also);
+  if (rc < 0)
+    return jm__errno_f(b->err, -rc, "cannot resolve '%s'", dir);
+  if (rc > 0)
+    return jm__errf(b->err, JM_EUSAGE,
+                    "'%s' leads into the root '%s' (a symbolic link or a "
+                    "mount?): refusing to back the root up into itself",
+                    dir, b->root);
+  return 0;
+}
+
 /* The mirror snapshot --------------------------------------------------------------- */
 
 static int hash_file(const char *path, uint64_t *size, char hex[65],
@@ -521,13 +599,11 @@ static int hash_file(const char *path, uint64_t *size, char hex[65],
   return 0;
 }
 
-/* VACUUM INTO a temp file (created 0600 first: it holds every conversation)
- * and sync it: never a raw copy of a live mirror.  It replaces the old
- * snapshot with the whole copies, just before the manifest. */
-static int snapshot_mirror(bk *b, json_t **out) {
-  jm_mirror *m;
+/* --with-mirror: the mirror is opened (read-only) before anything is
+ * written, so that a root without one fails with DEST untouched. */
+static int open_mirror(bk *b) {
   jm_mirror_options mo = {.db_path = b->opt->db_path, .read_only = 1};
-  int rc = jm_mirror_open(&m, b->root, &mo, b->err);
+  int rc = jm_mirror_open(&b->mirror, b->root, &mo, b->err);
   if (rc == -ENOENT) {
     char *db = jm_mirror_resolve_path(b->root, &mo);
     rc = jm__errf(b->err, -ENOENT, "no mirror to snapshot at '%s' (run "
@@ -536,7 +612,16 @@ static int snapshot_mirror(bk *b, json_t **out) {
     free(db);
   }
   if (rc != 0)
-    return rc;
+    b->mirror = NULL;
+  return rc;
+}
+
+/* VACUUM INTO a temp file (created 0600 first: it holds every conversation)
+ * and sync it: never a raw copy of a live mirror.  It replaces the old
+ * snapshot with the whole copies, just before the manifest. */
+static int snapshot_mirror(bk *b, json_t **out) {
+  jm_mirror *m = b->mirror;
+  int rc = 0;
   char *dir = jm__path_join(b->dest, "mirror");
   char *tmp = dir ? jm__path_join(dir, "mirror.db.tmp") : NULL;
   char *tjournal = tmp ? jm__asprintf("%s-journal", tmp) : NULL;
@@ -550,6 +635,13 @@ static int snapshot_mirror(bk *b, json_t **out) {
     rc = jm__errno_f(b->err, -rc, "cannot create '%s'", dir);
     goto out;
   }
+  char *live = jm__strdup(m->db_path), *slash = live ? strrchr(live, '/') : 0;
+  if (slash)
+    *slash = '\0';
+  rc = check_dest_dir(b, dir, slash ? live : NULL);
+  free(live);
+  if (rc != 0)
+    goto out;
   unlink(tmp);
   unlink(tjournal); /* a killed run's: never rolled back into a new one */
   int fd = jm__open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
@@ -597,7 +689,6 @@ fail:
   unlink(tjournal);
 out:
   sqlite3_finalize(st);
-  jm_mirror_close(m);
   free(dir);
   free(tmp);
   free(tjournal);
@@ -662,30 +753,36 @@ static int resolve_future(const char *path, char out[PATH_MAX]) {
   return rc;
 }
 
-/* One backup into a DEST at a time: flock on DEST/.lock (not waited for). */
-static int lock_dest(const char *dest, int *fd, jm_error *err) {
+/* One backup into a DEST at a time: flock on DEST/.lock, exclusive, not
+ * waited for.  A --check (`check`) never writes: it opens DEST/.lock
+ * read-only, if it is there, and holds it shared, so that no backup
+ * renames files or the manifest under it; a backup running now is not
+ * waited for either (its files are in flux). */
+static int lock_dest(const char *dest, int check, int *fd, jm_error *err) {
   char *p = jm__path_join(dest, ".lock");
   if (p == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
-  *fd = jm__open(p, O_RDWR | O_CREAT, 0600);
+  *fd = check ? jm__open(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0)
+              : jm__open(p, O_RDWR | O_CREAT, 0600);
   int rc = 0;
-  if (*fd < 0)
+  if (*fd < 0 && !check)
     rc = jm__errno_f(err, -*fd, "cannot open '%s'", p);
-  else if (flock(*fd, LOCK_EX | LOCK_NB) != 0)
-    rc = errno == EWOULDBLOCK
-             ? jm__errf(err, JM_ELOCKED,
-                        "another backup into '%s' is running", dest)
-             : jm__errno_f(err, errno, "cannot lock '%s'", p);
+  else if (*fd >= 0 && flock(*fd, (check ? LOCK_SH : LOCK_EX) | LOCK_NB))
+    rc = errno != EWOULDBLOCK
+             ? jm__errno_f(err, errno, "cannot lock '%s'", p)
+         : check ? jm__errf(err, JM_ELOCKED, "a backup into '%s' is running: "
+                            "check it once it has finished", dest)
+                 : jm__errf(err, JM_ELOCKED, "another backup into '%s' (or "
+                            "a --check of it) is running", dest);
   free(p);
   return rc;
 }
 
 /* DEST must not be the root or inside it (a backup of itself): decided
  * before anything is created. */
-static int check_dest(const char *root, const char *dest, jm_error *err) {
-  char r[PATH_MAX], d[PATH_MAX];
-  if (realpath(root, r) == NULL)
-    return jm__errno_f(err, errno, "cannot find the root '%s'", root);
+static int check_dest(const char *r, const char *root, const char *dest,
+                      jm_error *err) {
+  char d[PATH_MAX];
   int rc = resolve_future(dest, d);
   if (rc != 0)
     return jm__errno_f(err, -rc, "cannot resolve '%s'", dest);
@@ -702,28 +799,57 @@ static int check_dest(const char *root, const char *dest, jm_error *err) {
   return 0;
 }
 
-/* DEST/journal, now created, must not lead back into the root: a symlink
- * to ROOT/journal (or into the root) would have the backup write, and cut
- * back, the ground truth itself. */
-static int check_dest_journal(const char *root, const char *dest_journal,
-                              jm_error *err) {
-  char r[PATH_MAX], d[PATH_MAX];
-  if (realpath(root, r) == NULL)
-    return jm__errno_f(err, errno, "cannot find the root '%s'", root);
-  if (realpath(dest_journal, d) == NULL)
-    return jm__errno_f(err, errno, "cannot resolve '%s'", dest_journal);
-  size_t n = strlen(r);
-  struct stat rs, ds; /* the same directory by another path: a bind mount */
-  char *rj = jm__path_join(root, "journal");
-  int same = rj && stat(rj, &rs) == 0 && stat(d, &ds) == 0 &&
-             rs.st_dev == ds.st_dev && rs.st_ino == ds.st_ino;
-  free(rj);
-  if (same || strcmp(r, d) == 0 || (strncmp(r, d, n) == 0 && d[n] == '/'))
-    return jm__errf(err, JM_EUSAGE,
-                    "'%s' leads into the root '%s' (a symbolic link or a "
-                    "mount?): refusing to back the journal up into itself",
-                    dest_journal, root);
+/* Before anything is copied: no file of DEST/journal that this run would
+ * write may be a symbolic link or the root's own file (a hard-link copy
+ * of the root, `cp -al ROOT DEST`).  backup_file() checks each again on
+ * the descriptor it writes (O_NOFOLLOW, fstat); this is so that such a
+ * DEST is refused with nothing changed at all. */
+static int check_dest_files(bk *b) {
+  for (size_t i = 0; i < b->nids; i++) {
+    char *sp = jm_journal_path(b->root, b->ids[i]);
+    char *dp = jm__asprintf("%s/%s.jsonl", b->dest_journal, b->ids[i]);
+    struct stat ss, ds;
+    int rc = 0;
+    if (sp == NULL || dp == NULL)
+      rc = jm__errf(b->err, -ENOMEM, "out of memory");
+    else if (lstat(dp, &ds) != 0)
+      ; /* not there yet (or unreadable: the copy says why) */
+    else if (S_ISLNK(ds.st_mode))
+      rc = jm__errf(b->err, JM_EUSAGE, "'%s' is a symbolic link: refusing "
+                    "to write through it (remove it)", dp);
+    else if (stat(sp, &ss) == 0 && ss.st_dev == ds.st_dev &&
+             ss.st_ino == ds.st_ino)
+      rc = jm__errf(b->err, JM_EUSAGE,
+                    "'%s' is the root's own journal file (a hard link?): "
+                    "refusing to write into it", dp);
+    free(sp);
+    free(dp);
+    if (rc != 0)
+      return rc;
+  }
   return 0;
+}
+
+/* What an interrupted run left that no manifest vouches for: its
+ * MANIFEST.json.tmp.<pid> and journal/.<id>.jsonl.copy files.  Only ever
+ * called with DEST locked, so none of them belongs to a running backup. */
+static void remove_leftovers(bk *b) {
+  const char *dirs[2] = {b->dest, b->dest_journal};
+  for (int k = 0; k < 2; k++) {
+    DIR *d = opendir(dirs[k]);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+      const char *n = de->d_name;
+      size_t len = strlen(n);
+      int ours = k == 0 ? strncmp(n, "MANIFEST.json.tmp.", 18) == 0
+                        : n[0] == '.' && len > 12 &&
+                              strcmp(n + len - 11, ".jsonl.copy") == 0;
+      if (ours)
+        unlinkat(dirfd(d), n, 0);
+    }
+    if (d)
+      closedir(d);
+  }
 }
 
 static int collect_id(void *ctx, const char *id) {
@@ -756,8 +882,8 @@ static int write_manifest(bk *b, json_t *mirror) {
   int rc = 0;
   json_t *m = json_pack("{s:s,s:i,s:s,s:s,s:s,s:O,s:o?}", "format",
                         "jmirror-backup", "version", 1, "created_at", ts,
-                        "jmirror", JM_VERSION_STRING, "root", b->root, "files",
-                        b->files, "mirror", mirror);
+                        "jmirror", JM_VERSION_STRING, "root", b->real_root,
+                        "files", b->files, "mirror", mirror);
   char *s = m ? json_dumps(m, JSON_INDENT(1)) : NULL;
   json_decref(m);
   char *path = jm__path_join(b->dest, "MANIFEST.json");
@@ -827,6 +953,48 @@ static void bk_free(bk *b, int failed) {
   json_decref(b->files);
   free(b->buf);
   free(b->dest_journal);
+  jm_mirror_close(b->mirror);
+}
+
+/* Everything before the first byte is copied: the checks that refuse a
+ * DEST (each before whatever it guards is written), the lock, the previous
+ * manifest, the root's conversations. */
+static int prepare(bk *b, int *lock_fd) {
+  int rc = 0;
+  if (b->dest == NULL || b->dest[0] == '\0')
+    rc = jm__errf(b->err, JM_EUSAGE, "the backup directory is an empty "
+                  "string: give a directory outside the root");
+  else if (!b->files || !b->buf || !b->dest_journal)
+    rc = jm__errf(b->err, -ENOMEM, "out of memory");
+  else if (realpath(b->root, b->real_root) == NULL)
+    rc = jm__errno_f(b->err, errno, "cannot find the root '%s'", b->root);
+  if (rc == 0 && b->opt->with_mirror)
+    rc = open_mirror(b);
+  if (rc == 0)
+    rc = check_dest(b->real_root, b->root, b->dest, b->err);
+  if (rc == 0)
+    rc = lock_dest(b->dest, 0, lock_fd, b->err);
+  if (rc == 0 && (rc = jm__mkdirs(b->dest_journal)) != 0)
+    jm__errno_f(b->err, -rc, "cannot create '%s'", b->dest_journal);
+  char *rj = rc == 0 ? jm__path_join(b->root, "journal") : NULL;
+  if (rc == 0)
+    rc = rj ? check_dest_dir(b, b->dest_journal, rj)
+            : jm__errf(b->err, -ENOMEM, "out of memory");
+  free(rj);
+  if (rc == 0)
+    rc = prev_entries(b, b->err);
+  if (rc == 0) {
+    rc = jm_journal_scan(b->root, collect_id, b, NULL, b->err);
+    if (rc == -ENOENT) { /* no journal yet: an empty backup */
+      jm_error_clear(b->err);
+      rc = 0;
+    }
+  }
+  if (rc == 0)
+    rc = check_dest_files(b);
+  if (rc == 0) /* DEST is accepted: what a killed run left can go */
+    remove_leftovers(b);
+  return rc;
 }
 
 static double now_s(void) {
@@ -851,28 +1019,9 @@ int jm_backup(const char *root, const char *dest, const jm_backup_options *opt,
   b.err = err;
   b.files = json_array();
   b.buf = malloc(COPY_BLOCK);
-  b.dest_journal = jm__path_join(dest, "journal");
-  int rc = 0;
-  if (!b.files || !b.buf || !b.dest_journal)
-    rc = jm__errf(err, -ENOMEM, "out of memory");
-  if (rc == 0)
-    rc = check_dest(root, dest, err);
+  b.dest_journal = dest ? jm__path_join(dest, "journal") : NULL;
   int lock_fd = -1;
-  if (rc == 0)
-    rc = lock_dest(dest, &lock_fd, err);
-  if (rc == 0 && (rc = jm__mkdirs(b.dest_journal)) != 0)
-    jm__errno_f(err, -rc, "cannot create '%s'", b.dest_journal);
-  if (rc == 0)
-    rc = prev_entries(&b, err);
-  if (rc == 0) {
-    rc = jm_journal_scan(root, collect_id, &b, NULL, err);
-    if (rc == -ENOENT) { /* no journal yet: an empty backup */
-      jm_error_clear(err);
-      rc = 0;
-    }
-  }
-  if (rc == 0)
-    rc = check_dest_journal(root, b.dest_journal, err);
+  int rc = prepare(&b, &lock_fd);
   /* The mirror's snapshot before the journal's copy: the mirror never runs
    * ahead of the journal, so the journal copied after it holds every line
    * the snapshot has rows for (and maybe more, which a replay adds). */
@@ -998,16 +1147,12 @@ static void find_extra(checker *c, json_t *files) {
   free(jd);
 }
 
-int jm_backup_check(const char *dest,
-                    void (*report)(void *ctx, const char *path,
-                                   const char *problem),
-                    void *ctx, jm_progress_fn progress, void *progress_ctx,
-                    jm_backup_check_result *out, jm_error *err) {
-  jm_backup_check_result tmp;
-  if (out == NULL)
-    out = &tmp;
-  memset(out, 0, sizeof *out);
-  out->mirror = -1;
+static int check_locked(const char *dest,
+                        void (*report)(void *ctx, const char *path,
+                                       const char *problem),
+                        void *ctx, jm_progress_fn progress,
+                        void *progress_ctx, jm_backup_check_result *out,
+                        jm_error *err) {
   json_t *m = NULL;
   int rc = load_manifest(dest, &m, err);
   if (rc == -ENOENT)
@@ -1050,4 +1195,25 @@ int jm_backup_check(const char *dest,
   free(c.buf);
   json_decref(m);
   return 0;
+}
+
+int jm_backup_check(const char *dest,
+                    void (*report)(void *ctx, const char *path,
+                                   const char *problem),
+                    void *ctx, jm_progress_fn progress, void *progress_ctx,
+                    jm_backup_check_result *out, jm_error *err) {
+  jm_backup_check_result tmp;
+  if (out == NULL)
+    out = &tmp;
+  memset(out, 0, sizeof *out);
+  out->mirror = -1;
+  if (dest == NULL || dest[0] == '\0')
+    return jm__errf(err, JM_EUSAGE, "the backup directory is an empty "
+                    "string: give the directory to check");
+  int lock_fd = -1;
+  int rc = lock_dest(dest, 1, &lock_fd, err);
+  if (rc == 0)
+    rc = check_locked(dest, report, ctx, progress, progress_ctx, out, err);
+  jm__close(lock_fd);
+  return rc;
 }

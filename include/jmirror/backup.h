@@ -51,7 +51,14 @@ typedef struct jm_backup_stats {
  * (size, first 4 KiB, the 64 KiB before the old end); a file that no longer
  * matches is copied whole and reported.  On failure (disk full, ...) the
  * appended bytes are cut back and the previous manifest stays: DEST is the
- * previous complete backup.  DEST inside the root is refused.
+ * previous complete backup.  Refused with JM_EUSAGE and nothing written
+ * (docs/backups.md): an empty DEST, DEST inside the root, a DEST/journal
+ * or DEST/mirror leading back into the root, a DEST/journal file that is
+ * a symbolic link or the root's own file, a manifest naming another root.
+ * A copy with other hard links is replaced by a new file, never changed.
+ * --with-mirror: the snapshot is taken before the journal is copied (the
+ * backup's journal holds every line it has rows for); no mirror is an
+ * error before anything is written.
  */
 int jm_backup(const char *root, const char *dest, const jm_backup_options *opt,
               jm_backup_stats *st, jm_error *err);
@@ -66,8 +73,10 @@ typedef struct jm_backup_check_result {
 
 /*
  * Verify a backup against its manifest: every byte is read and hashed.
- * report(ctx, path, problem) for every problem; may be NULL.  Returns 0
- * when the check ran (see *out), or an error (no manifest, unreadable).
+ * Read-only; holds DEST/.lock shared (JM_ELOCKED while a backup into DEST
+ * runs).  report(ctx, path, problem) for every problem; may be NULL.
+ * Returns 0 when the check ran (see *out), or an error (no manifest,
+ * unreadable, locked).
  */
 int jm_backup_check(const char *dest,
                     void (*report)(void *ctx, const char *path,

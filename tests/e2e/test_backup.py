@@ -793,6 +793,151 @@ def test_dest_links_into_root(tmp):
     assert read(outside) == b"precious\n"
 
 
+def state(top):
+    """Every file under top with its bytes and mtime (for 'nothing changed')."""
+    out = {}
+    for d, dirs, files in os.walk(top):
+        for n in files:
+            path = os.path.join(d, n)
+            st = os.lstat(path)
+            out[os.path.relpath(path, top)] = (
+                os.readlink(path) if os.path.islink(path) else read(path), st.st_mtime_ns)
+    return out
+
+
+def test_link_refusals_change_nothing(tmp):
+    """A DEST refused because one of its files is a symbolic link or the
+    root's own file is refused before anything is written: a conversation
+    new in the root (sorted before the offending file) is not created in
+    DEST either.  A leftover whole copy that is a hard link to the root's
+    file is never opened for writing, and a DEST/mirror leading into the
+    root is refused before the snapshot is renamed over the live mirror."""
+    root, dest = os.path.join(tmp, "root"), os.path.join(tmp, "dest")
+    for c in ("c1", "c2", "c3"):
+        write_raw(root, c, lines(c, 0, 10, 200))
+    backup_ok(root, dest)
+    for c in ("a0", "c1", "c2", "c3"):
+        write_raw(root, c, lines(c, 10, 3, 200))
+    before_root = journal_bytes(root)
+    for bad in ("hardlink", "symlink"):
+        os.unlink(dfile(dest, "c3"))
+        if bad == "hardlink":
+            os.link(jfile(root, "c3"), dfile(dest, "c3"))
+        else:
+            os.symlink(jfile(root, "c3"), dfile(dest, "c3"))
+        before = state(dest)
+        r, _ = backup(root, dest)
+        assert r.code == 2 and "c3.jsonl" in r.err.splitlines()[0], (bad, r)
+        assert state(dest) == before, bad
+        assert journal_bytes(root) == before_root, bad
+    os.unlink(dfile(dest, "c3"))
+    # a whole copy left by a killed run, hard-linked to the root's file,
+    # while the file must be copied whole: the root's file is never cut
+    write_raw(root, "c2", lines("c2", 0, 20, 210, tag="rewritten"), "wb")
+    os.link(jfile(root, "c2"), os.path.join(dest, "journal", ".c2.jsonl.copy"))
+    before_root = journal_bytes(root)
+    backup_ok(root, dest, quiet=False)
+    assert journal_bytes(root) == before_root
+    assert_backup_exact(root, dest)
+    # DEST/mirror a symbolic link to the root's mirror directory
+    assert run_cli("ingest", root=root).code == 0
+    live = mirror_db(root)
+    live_before = read(live)
+    os.symlink(os.path.dirname(live), os.path.join(dest, "mirror"))
+    r, _ = backup(root, dest, "--with-mirror")
+    assert r.code == 2 and "leads into the root" in r.err, r
+    assert read(live) == live_before
+    assert not [n for n in os.listdir(os.path.dirname(live)) if "tmp" in n]
+    check_ok(dest)
+
+
+def test_mirror_snapshot_first(tmp):
+    """--with-mirror: a root without a mirror is an error before DEST is
+    even created; the snapshot is taken before any journal byte is written
+    (with a file-size limit that both the snapshot and a journal file
+    exceed, the snapshot is what fails)."""
+    root, dest = os.path.join(tmp, "root"), os.path.join(tmp, "dest")
+    write_raw(root, "a", lines("a", 0, 400, 1000))
+    r = run_cli("backup", dest, "--with-mirror", root=root)
+    assert r.code == 1 and "no mirror" in r.err and len(r.err.splitlines()) == 1, r
+    assert not os.path.exists(dest)
+    assert run_cli("ingest", root=root).code == 0
+    limit = 256 << 10
+    assert os.path.getsize(jfile(root, "a")) > limit and os.path.getsize(mirror_db(root)) > limit
+    code, out, err = run_limited(["backup", dest, "--with-mirror"], limit, root)
+    assert code == 1 and "snapshot the mirror" in err and "journal" not in err, (code, err)
+    assert not os.path.exists(os.path.join(dest, "journal", "a.jsonl"))
+    j = backup_ok(root, dest, "--with-mirror")
+    assert j["files"] == 1 and j["mirror_bytes"] > limit, j
+
+
+def test_leftovers_and_other_root(tmp):
+    """Whatever an interrupted run left (MANIFEST.json.tmp.<pid>, whole
+    copies of conversations no longer in the root) is removed by the next
+    backup and never counted by --check; a DEST holding another root's
+    backup is refused with nothing changed; an empty DEST is a usage error."""
+    root, other, dest = (os.path.join(tmp, n) for n in ("root", "other", "dest"))
+    for c in ("c1", "c2"):
+        write_raw(root, c, lines(c, 0, 5))
+        write_raw(other, c, lines(c, 0, 7, tag="other"))
+    backup_ok(root, dest)
+    left = [os.path.join(dest, "MANIFEST.json.tmp.99999"),
+            os.path.join(dest, "journal", ".gone.jsonl.copy")]
+    for p in left:
+        with open(p, "wb") as f:
+            f.write(b'{"partial":')
+    assert check_ok(dest)["extra"] == 0
+    write_raw(root, "c1", lines("c1", 5, 2))
+    backup_ok(root, dest)
+    assert not [p for p in left if os.path.exists(p)], left
+    assert_backup_exact(root, dest)
+    # another root into the same DEST: refused before anything changes,
+    # not even the leftovers (the DEST is not this run's to clean)
+    with open(left[0], "wb") as f:
+        f.write(b'{"partial":')
+    before = state(dest)
+    r, _ = backup(other, dest)
+    assert r.code == 2 and "another root" in r.err.splitlines()[0], r
+    assert state(dest) == before
+    # the same root by another path is the same root
+    os.symlink(root, os.path.join(tmp, "rootlink"))
+    backup_ok(os.path.join(tmp, "rootlink"), dest)
+    assert not os.path.exists(left[0])
+    assert manifest(dest)["root"] == os.path.realpath(root)
+    # "" is no directory (and never the current one)
+    for args in (["backup", ""], ["backup", "--check", ""]):
+        p = subprocess.run([JMIRROR, "--root", root] + args, cwd=tmp, capture_output=True)
+        assert p.returncode == 2 and b"empty" in p.stderr, (args, p)
+    assert sorted(os.listdir(tmp)) == ["dest", "other", "root", "rootlink"]
+
+
+def test_check_read_only_and_locked(tmp):
+    """--check writes nothing, and does not check a DEST a backup is
+    writing (it would see whole copies renamed in under the old manifest):
+    it says so.  A backup does not start while a check runs."""
+    import fcntl
+    root, dest = os.path.join(tmp, "root"), os.path.join(tmp, "dest")
+    write_raw(root, "c1", lines("c1", 0, 5))
+    backup_ok(root, dest)
+    before = state(dest)
+    check_ok(dest)
+    assert state(dest) == before
+    with open(os.path.join(dest, ".lock"), "rb") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)      # a backup running
+        code, _, r = check(dest)
+        assert code == 1 and "is running" in r.err and len(r.err.splitlines()) == 1, r
+        fcntl.flock(lk, fcntl.LOCK_UN)
+        fcntl.flock(lk, fcntl.LOCK_SH)      # a check running
+        r, _ = backup(root, dest)
+        assert r.code == 1 and "--check" in r.err, r
+        check_ok(dest)                      # checks run side by side
+    assert state(dest) == before
+    # without DEST/.lock (an old backup, a read-only copy) a check still runs
+    os.unlink(os.path.join(dest, ".lock"))
+    check_ok(dest)
+    assert not os.path.exists(os.path.join(dest, ".lock"))
+
+
 def unprivileged():
     """A command prefix that runs as nobody, or None."""
     for pre in (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
@@ -1039,6 +1184,7 @@ def test_with_mirror(tmp):
                 v = json.loads(r.out)
                 assert r.code == 0 and v["drift"] == 0, r
                 snaps.append((v["ok"], v["behind"]))
+                shutil.copytree(dest, os.path.join(tmp, "restored%d" % i))
         finally:
             with open(stop, "w"):
                 pass
@@ -1047,6 +1193,12 @@ def test_with_mirror(tmp):
             finally:
                 kill_proc(w)
         wait_verify_clean(root, 60)
+        # Each backup restored as it is: its journal holds every line the
+        # snapshot has rows for (taken first, the snapshot is never ahead)
+        for i in range(3):
+            r = run_cli("verify", "--json", root=os.path.join(tmp, "restored%d" % i))
+            v = json.loads(r.out)
+            assert r.code == 0 and v["drift"] == 0, r
         # Quiet now: the snapshot holds exactly the live mirror's rows, which
         # the raw main file alone (its -wal left behind) may not.
         live = mirror_db(root)

@@ -65,6 +65,8 @@ int cmd_backup(cli *c, int argc, char **argv) {
     return rc;
   if (o.n_operands != 1)
     return cli_usage(c, "give the backup directory DEST");
+  if (o.operands[0][0] == '\0')
+    return cli_usage(c, "the backup directory DEST is an empty string");
   int json = o.values[2] != NULL;
   if (o.values[1])
     return run_check(o.operands[0], json);
