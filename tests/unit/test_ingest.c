@@ -1003,6 +1003,18 @@ static void fts_intact(const char *db) {
   sqlite3_close(h);
 }
 
+/* m's rows equal those of a fresh mirror that replayed `id` alone. */
+static void same_as_fresh(jm_mirror *m, const char *root, const char *id) {
+  const char *fresh = test_fmt("%s/fresh.db", root);
+  jm_mirror *f = mt_open(root, fresh, 0);
+  mt_replay(f, id, 1);
+  char *da = mt_dump(jm_mirror_db_path(m)), *df = mt_dump(fresh);
+  MT_SAME(da, df, "replayed in place", "replayed fresh");
+  free(da);
+  free(df);
+  jm_mirror_close(f);
+}
+
 static void test_replay_diff_equals_fresh(void) {
   for (uint64_t seed = 1; seed <= 6; seed++) {
     const char *root = mt_root(test_fmt("diff%llu", (unsigned long long)seed));
@@ -1024,16 +1036,8 @@ static void test_replay_diff_equals_fresh(void) {
     gen_file(seed + 100, "c1", 80, &b);     /* and more */
     mt_write(root, "c1", b.p, b.len);
     mt_replay(m, "c1", 2);
-    /* A fresh mirror of the new file, for comparison. */
-    const char *fresh = test_fmt("%s/fresh.db", root);
-    jm_mirror *f = mt_open(root, fresh, 0);
-    mt_replay(f, "c1", 1);
-    char *da = mt_dump(jm_mirror_db_path(m)), *df = mt_dump(fresh);
-    MT_SAME(da, df, "replayed in place", "replayed fresh");
-    free(da);
-    free(df);
+    same_as_fresh(m, root, "c1");
     fts_intact(jm_mirror_db_path(m));
-    jm_mirror_close(f);
     jm_mirror_close(m);
     mt_buf_free(&a);
     mt_buf_free(&b);
@@ -1078,14 +1082,7 @@ static void test_replay_diff_recreate_after_flush(void) {
   mt_ingest(m, "c1", NULL);
   mt_write(root, "c1", b.p, b.len);
   mt_replay(m, "c1", 1);
-  const char *fresh = test_fmt("%s/fresh.db", root);
-  jm_mirror *f = mt_open(root, fresh, 0);
-  mt_replay(f, "c1", 1);
-  char *da = mt_dump(jm_mirror_db_path(m)), *df = mt_dump(fresh);
-  MT_SAME(da, df, "replayed in place", "replayed fresh");
-  free(da);
-  free(df);
-  jm_mirror_close(f);
+  same_as_fresh(m, root, "c1");
   jm_mirror_close(m);
   mt_buf_free(&a);
   mt_buf_free(&b);
