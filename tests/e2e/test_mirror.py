@@ -292,11 +292,17 @@ def test_damaged_first_page(tmp):
 
 def test_rebuild_refused_without_journal(tmp):
     """replay --all with journal/ gone (mid-restore, a wrong mount) would
-    fold nothing and leave an empty mirror: refused, mirror unchanged.  A
-    root that never had a journal and has an empty mirror is fine."""
+    fold nothing and leave an empty mirror: refused, naming the directory,
+    mirror unchanged -- even an empty one (a wrong --root).  An existing,
+    empty journal/ is an empty mirror."""
     empty = os.path.join(tmp, "empty")
     r = run_cli("replay", "--all", root=empty)
-    assert r.code == 0, r
+    assert r.code == 1 and os.path.join(empty, "journal") in r.err, r
+    assert "is missing" in r.err and r.out == "", r
+    os.makedirs(os.path.join(empty, "journal"))
+    r = run_cli("replay", "--all", root=empty)
+    assert r.code == 0 and r.out.startswith("replayed 0 conversations"), r
+    assert_clean(empty, tmp, 0)
     root = os.path.join(tmp, "root")
     ids = corpus(root)
     before = dump(db_of(root))
