@@ -598,22 +598,29 @@ def test_replay_summaries(tmp):
     assert r.code == 0 and re.fullmatch(
         r"replayed 1 conversation: 3 events, 1 bad lines in [\d.]+ s \(\d+ events/s\)\n",
         r.out), r
+    # An id without a journal file: an error naming the file, exit 1, no
+    # entry and no summary for it; the others are replayed all the same.
     r = run_cli("replay", "c1", "c2", "gone", "--json", root=root)
-    assert r.code == 0, r
+    assert r.code == 1, r
+    assert r.err == "jmirror: no journal file '%s': nothing to replay for 'gone' (it is not " \
+        "in the mirror)\n" % jfile(root, "gone"), r
     out = json.loads(r.out)
     assert out == [
         {"conversation": "c1", "events": 3, "bad_lines": 1,
          "bytes": os.path.getsize(jfile(root, "c1")), "removed": False},
         {"conversation": "c2", "events": 1, "bad_lines": 1,
          "bytes": os.path.getsize(jfile(root, "c2")) - len('{"type":"mess'), "removed": False},
-        {"conversation": "gone", "events": 0, "bad_lines": 0, "bytes": 0, "removed": True},
     ], out
-    # A conversation whose file went away loses its rows.
+    r = run_cli("replay", "gone", root=root)
+    assert r.code == 1 and r.out == "" and "no journal file" in r.err, r
+    assert len(r.err.splitlines()) == 1, r
+    # A conversation whose file went away: the same error; the mirror
+    # follows journal/, so its rows are removed.
     os.unlink(jfile(root, "c2"))
     r = run_cli("replay", "c2", root=root)
-    assert r.code == 0, r
-    assert re.fullmatch(r"c2: no journal file; rows removed\nreplayed 1 conversation: 0 events, "
-                        r"0 bad lines in [\d.]+ s \(0 events/s\)\n", r.out), r
+    assert r.code == 1 and r.out == "", r
+    assert r.err == "jmirror: no journal file '%s': nothing to replay for 'c2' (it is not " \
+        "in the mirror)\n" % jfile(root, "c2"), r
     assert query(db_of(root), "SELECT id FROM conversations ORDER BY id") == [("c1",), ("c3",)]
     assert query(db_of(root), "SELECT count(*) FROM messages WHERE conversation_id = 'c2'") == [(0,)]
     assert_clean(root, tmp, 2)

@@ -119,6 +119,22 @@ static int replay_all(jm_mirror *m, int threads, int json) {
   return EXIT_OK;
 }
 
+/* Nothing to replay: the id has no journal file (a typo, or a file gone).
+ * The mirror follows journal/, so the library removed any rows it had;
+ * still an error for whoever asked for this one.  1: said so. */
+static int no_journal_file(jm_mirror *m, const char *id,
+                           const jm_ingest_result *r) {
+  if (!r->removed)
+    return 0;
+  char *path = jm_journal_path(jm_mirror_root(m), id);
+  fprintf(stderr,
+          "jmirror: no journal file '%s': nothing to replay for '%s' (it is "
+          "not in the mirror)\n",
+          path ? path : id, id);
+  free(path);
+  return 1;
+}
+
 static int replay_some(jm_mirror *m, char **ids, int n, int threads,
                        int json) {
   jm_error err;
@@ -135,6 +151,10 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
       status = EXIT_FAIL;
       continue;
     }
+    if (no_journal_file(m, ids[i], &r)) {
+      status = EXIT_FAIL;
+      continue;
+    }
     done++;
     events += r.events;
     bad += r.bad_lines;
@@ -144,8 +164,6 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
                          "events", (json_int_t)r.events, "bad_lines",
                          (json_int_t)r.bad_lines, "bytes",
                          (json_int_t)r.offset, "removed", r.removed));
-    else if (r.removed)
-      printf("%s: no journal file; rows removed\n", ids[i]);
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double secs = (double)(t1.tv_sec - t0.tv_sec) +
