@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import run, run_cli  # noqa: E402
+from harness import Daemon, run, run_cli, wait_rows  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Helpers.
@@ -655,6 +655,25 @@ def test_replay_summaries(tmp):
     assert query(db_of(root), "SELECT id FROM conversations ORDER BY id") == [("c1",), ("c3",)]
     assert query(db_of(root), "SELECT count(*) FROM messages WHERE conversation_id = 'c2'") == [(0,)]
     assert_clean(root, tmp, 2)
+
+
+def test_replay_missing_via_daemon(tmp):
+    """With jmirrord running the replay is done by it; an id without a
+    journal file is the same error, exit 1, and no summary unless another
+    conversation was replayed."""
+    root = os.path.join(tmp, "root")
+    write(root, "c1", lines(ev("message", 1, id="m1", role="user", content="a")))
+    with Daemon(root):
+        wait_rows(root, 1)
+        r = run_cli("replay", "gone", root=root)
+        assert r.code == 1 and r.out == "", r
+        assert r.err == "jmirror: no journal file '%s': nothing to replay for 'gone' (it is not " \
+            "in the mirror)\n" % jfile(root, "gone"), r
+        r = run_cli("replay", "c1", "gone", root=root)
+        assert r.code == 1 and "no journal file" in r.err, r
+        assert r.out == "replayed by jmirrord: 1 conversations, 1 events, 0 bad lines\n", r
+        r = run_cli("replay", "c1", root=root)
+        assert r.code == 0 and r.err == "", r
 
 
 def test_ingest_summaries(tmp):

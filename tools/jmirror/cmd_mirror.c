@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int cli_open_mirror(cli *c, int read_only, jm_mirror **out) {
@@ -119,20 +120,35 @@ static int replay_all(jm_mirror *m, int threads, int json) {
   return EXIT_OK;
 }
 
-/* Nothing to replay: the id has no journal file (a typo, or a file gone).
- * The mirror follows journal/, so the library removed any rows it had;
- * still an error for whoever asked for this one.  1: said so. */
-static int no_journal_file(jm_mirror *m, const char *id,
-                           const jm_ingest_result *r) {
-  if (!r->removed)
-    return 0;
-  char *path = jm_journal_path(jm_mirror_root(m), id);
+static void say_no_journal_file(const char *root, const char *id) {
+  char *path = jm_journal_path(root, id);
   fprintf(stderr,
           "jmirror: no journal file '%s': nothing to replay for '%s' (it is "
           "not in the mirror)\n",
           path ? path : id, id);
   free(path);
-  return 1;
+}
+
+/* Nothing to replay: the id has no journal file (a typo, or a file gone).
+ * The mirror follows journal/, so the library removed any rows it had;
+ * still an error for whoever asked for this one.  1: said so. */
+static int no_journal_file(jm_mirror *m, const char *id,
+                           const jm_ingest_result *r) {
+  if (r->removed)
+    say_no_journal_file(jm_mirror_root(m), id);
+  return r->removed;
+}
+
+/* The same, after jmirrord replayed `id` (it answers only with totals):
+ * 1 if the id has no regular journal file. */
+static int no_journal_file_at(const char *root, const char *id) {
+  char *path = jm_journal_path(root, id);
+  struct stat st;
+  int gone = path && (lstat(path, &st) != 0 || !S_ISREG(st.st_mode));
+  free(path);
+  if (gone)
+    say_no_journal_file(root, id);
+  return gone;
 }
 
 static int replay_some(jm_mirror *m, char **ids, int n, int threads,
@@ -200,16 +216,22 @@ static int replay_via_daemon(cli *c, int all, char **ids, int n, int json) {
     return -rc;
   json_object_del(resp, "ok");
   json_object_set_new(resp, "by_daemon", json_true());
+  int missing = 0;
+  for (int i = 0; !all && i < n; i++)
+    missing += no_journal_file_at(c->root, ids[i]);
+  long long convs =
+      json_integer_value(json_object_get(resp, "conversations")) - missing;
+  json_object_set_new(resp, "conversations", json_integer(convs));
   if (json)
     print_json(json_incref(resp));
-  else
+  else if (convs > 0 || all) /* failures said so already, one line each */
     printf("replayed by jmirrord: %lld conversations, %lld events, %lld bad "
            "lines\n",
-           (long long)json_integer_value(json_object_get(resp, "conversations")),
+           convs,
            (long long)json_integer_value(json_object_get(resp, "events")),
            (long long)json_integer_value(json_object_get(resp, "bad_lines")));
   json_decref(resp);
-  return EXIT_OK;
+  return missing ? EXIT_FAIL : EXIT_OK;
 }
 
 int cmd_replay(cli *c, int argc, char **argv) {
