@@ -19,9 +19,15 @@
 #include <errno.h>
 #include <stdio.h>
 
-/* A full disk is -ENOSPC here as everywhere (jm__sql_err); else SQLite's. */
+/* A full disk is -ENOSPC here as everywhere (jm__sql_err); a file SQLite
+ * finds damaged is JM_ECORRUPT (the mirror's owner may make it anew); else
+ * SQLite's. */
 static int sql_code(sqlite3 *db) {
-  return (sqlite3_errcode(db) & 0xff) == SQLITE_FULL ? -ENOSPC : JM_ESQLITE;
+  int ec = sqlite3_errcode(db) & 0xff;
+  if (ec == SQLITE_FULL)
+    return -ENOSPC;
+  return ec == SQLITE_CORRUPT || ec == SQLITE_NOTADB ? JM_ECORRUPT
+                                                     : JM_ESQLITE;
 }
 
 static int exec(sqlite3 *db, const char *sql, const char *path,
@@ -35,16 +41,34 @@ static int exec(sqlite3 *db, const char *sql, const char *path,
   return rc;
 }
 
-int jm__schema_version(sqlite3 *db) {
+/* The highest version in _migrations into *v (0: none); an SQLite result
+ * code.  A damaged table must not read as "version 0": the first migration
+ * would then run again over the tables it made. */
+static int read_version(sqlite3 *db, int *v) {
   sqlite3_stmt *st;
-  int v = 0;
-  if (sqlite3_prepare_v2(db, "SELECT max(version) FROM _migrations", -1, &st,
-                         NULL) != SQLITE_OK)
-    return 0;
-  if (sqlite3_step(st) == SQLITE_ROW)
-    v = sqlite3_column_int(st, 0);
+  *v = 0;
+  int s = sqlite3_prepare_v2(db, "SELECT max(version) FROM _migrations", -1,
+                             &st, NULL);
+  if (s != SQLITE_OK)
+    return s;
+  if ((s = sqlite3_step(st)) == SQLITE_ROW)
+    *v = sqlite3_column_int(st, 0);
   sqlite3_finalize(st);
+  return s == SQLITE_ROW || s == SQLITE_DONE ? SQLITE_OK : s;
+}
+
+int jm__schema_version(sqlite3 *db) {
+  int v;
+  read_version(db, &v);
   return v;
+}
+
+static int version_or_fail(sqlite3 *db, int *v, const char *path,
+                           jm_error *err) {
+  if (read_version(db, v) == SQLITE_OK)
+    return 0;
+  return jm__errf(err, sql_code(db), "mirror '%s': cannot read its schema "
+                  "version: %s", path, sqlite3_errmsg(db));
 }
 
 static int apply_one(sqlite3 *db, const jm__migration *m, const char *path,
@@ -52,7 +76,10 @@ static int apply_one(sqlite3 *db, const jm__migration *m, const char *path,
   int rc = exec(db, "BEGIN IMMEDIATE", path, err);
   if (rc)
     return rc;
-  if (jm__schema_version(db) >= m->version)
+  int have;
+  if ((rc = version_or_fail(db, &have, path, err)) != 0)
+    goto rollback;
+  if (have >= m->version)
     return exec(db, "COMMIT", path, err); /* someone else applied it */
   rc = exec(db, m->sql, path, err);
   if (rc) {
@@ -94,7 +121,9 @@ int jm__migrate(sqlite3 *db, const jm__migration *list, int n,
                 path, err);
   if (rc)
     return rc;
-  int have = jm__schema_version(db);
+  int have;
+  if ((rc = version_or_fail(db, &have, path, err)) != 0)
+    return rc;
   int known = n > 0 ? list[n - 1].version : 0;
   if (have > known)
     return jm__errf(err, JM_ESCHEMA,

@@ -22,7 +22,8 @@ extern const int jm__n_migrations;
  * Bring `db` up to the last of `list` (n entries): each missing migration
  * runs in its own transaction and is recorded in _migrations.  A database
  * that records a version beyond the list is JM_ESCHEMA (newer than this
- * program).  `path` is only used in messages.
+ * program); one SQLite finds damaged (its tables unreadable) is
+ * JM_ECORRUPT.  `path` is only used in messages.
  */
 int jm__migrate(sqlite3 *db, const jm__migration *list, int n,
                 const char *path, jm_error *err);

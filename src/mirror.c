@@ -372,45 +372,11 @@ static int recreate(jm_mirror *m, int flags, jm_error *err) {
   return rc;
 }
 
-/* Open (creating, migrating) the database at m->db_path: the part of
- * jm_mirror_open() that jm_mirror_reopen_if_replaced() runs again. */
-static int open_db(jm_mirror *m, const jm_mirror_options *opt,
-                   jm_error *err) {
+/* The schema part of opening: refuse a newer one (read-only), note it
+ * (allow_newer), or migrate up to this binary's. */
+static int open_schema(jm_mirror *m, const jm_mirror_options *opt,
+                       jm_error *err) {
   int rc;
-  if (!m->read_only && (rc = prepare_dir(m, err)) != 0)
-    return rc;
-  struct stat st;
-  if (!m->read_only && stat(m->db_path, &st) != 0 && errno == ENOENT) {
-    /* A new database must not meet an old -wal: SQLite would apply the
-     * stale frames to the empty file. */
-    remove_wal(m);
-  }
-  if (!m->read_only) {
-    /* Personal data: 0600.  SQLite gives -wal/-shm the database's mode, so
-     * creating the file here first sets it for all three. */
-    int fd = jm__open(m->db_path, O_RDWR | O_CREAT, 0600);
-    if (fd < 0)
-      return jm__errno_f(err, -fd, "cannot create mirror '%s'", m->db_path);
-    jm__close(fd);
-  }
-  int flags = m->read_only ? SQLITE_OPEN_READONLY
-                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-  if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
-    return rc;
-  if ((rc = set_pragmas(m, err)) != 0 && opt && opt->recreate_damaged &&
-      !m->read_only && damaged(m))
-    rc = recreate(m, flags, err);
-  if (rc != 0)
-    return rc;
-  if (stat(m->db_path, &st) == 0) { /* which file this is, for later */
-    m->db_dev = st.st_dev;
-    m->db_ino = st.st_ino;
-  }
-  char *wal = jm_mirror_sibling(m->db_path, "-wal");
-  m->wal_ino = 0; /* the -wal SQLite opened (WAL mode) */
-  if (wal && stat(wal, &st) == 0)
-    m->wal_ino = st.st_ino;
-  free(wal);
   if (m->read_only) {
     int have = jm__schema_version(m->db);
     int known = jm__migrations[jm__n_migrations - 1].version;
@@ -437,6 +403,55 @@ static int open_db(jm_mirror *m, const jm_mirror_options *opt,
                  NULL, NULL, NULL);
     check_max_line(m);
   }
+  return 0;
+}
+
+/* Open (creating, migrating) the database at m->db_path: the part of
+ * jm_mirror_open() that jm_mirror_reopen_if_replaced() runs again. */
+static int open_db(jm_mirror *m, const jm_mirror_options *opt,
+                   jm_error *err) {
+  int rc;
+  if (!m->read_only && (rc = prepare_dir(m, err)) != 0)
+    return rc;
+  struct stat st;
+  if (!m->read_only && stat(m->db_path, &st) != 0 && errno == ENOENT) {
+    /* A new database must not meet an old -wal: SQLite would apply the
+     * stale frames to the empty file. */
+    remove_wal(m);
+  }
+  if (!m->read_only) {
+    /* Personal data: 0600.  SQLite gives -wal/-shm the database's mode, so
+     * creating the file here first sets it for all three. */
+    int fd = jm__open(m->db_path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0)
+      return jm__errno_f(err, -fd, "cannot create mirror '%s'", m->db_path);
+    jm__close(fd);
+  }
+  int flags = m->read_only ? SQLITE_OPEN_READONLY
+                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  if ((rc = jm__db_open(m->db_path, flags, &m->db, err)) != 0)
+    return rc;
+  rc = set_pragmas(m, err);
+  if (rc == 0)
+    rc = open_schema(m, opt, err);
+  if (rc != 0 && opt && opt->recreate_damaged && !m->read_only &&
+      (rc == JM_ECORRUPT || damaged(m))) {
+    /* page 1 unreadable, or tables the schema check reads */
+    jm_error_clear(err);
+    if ((rc = recreate(m, flags, err)) == 0)
+      rc = open_schema(m, opt, err);
+  }
+  if (rc != 0)
+    return rc;
+  if (stat(m->db_path, &st) == 0) { /* which file this is, for later */
+    m->db_dev = st.st_dev;
+    m->db_ino = st.st_ino;
+  }
+  char *wal = jm_mirror_sibling(m->db_path, "-wal");
+  m->wal_ino = 0; /* the -wal SQLite opened (WAL mode) */
+  if (wal && stat(wal, &st) == 0)
+    m->wal_ino = st.st_ino;
+  free(wal);
   return 0;
 }
 

@@ -361,17 +361,6 @@ static int swap_in(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
   return 0;
 }
 
-/* Does the live mirror hold any conversation? */
-static int mirror_has_rows(jm_mirror *m) {
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(m->db, "SELECT 1 FROM conversations LIMIT 1", -1,
-                         &st, NULL) != SQLITE_OK)
-    return 0;
-  int r = sqlite3_step(st) == SQLITE_ROW;
-  sqlite3_finalize(st);
-  return r;
-}
-
 int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
                       void *progress_ctx, jm_rebuild_stats *stats,
                       jm_error *err) {
@@ -385,15 +374,14 @@ int jm_mirror_rebuild(jm_mirror *m, int threads, jm_progress_fn progress,
   scan sc = {0};
   sc.root = m->root;
   int rc = jm_journal_scan(m->root, scan_one, &sc, &stats->ignored_files, err);
-  if (rc == -ENOENT) { /* no journal/ at all: an empty mirror, unless */
+  if (rc == -ENOENT) { /* no journal/ at all: a restore in progress, a
+                        * disk not mounted, a wrong --root; never "empty" */
     jm_error_clear(err);
-    rc = mirror_has_rows(m)
-             ? jm__errf(err, -ENOENT,
-                        "journal directory '%s' is missing: the mirror is "
-                        "left as it is (a rebuild would remove every "
-                        "conversation); restore journal/ first",
-                        m->journal_dir)
-             : 0;
+    rc = jm__errf(err, -ENOENT,
+                  "journal directory '%s' is missing: nothing replayed, the "
+                  "mirror is left as it is (restore journal/, or create it "
+                  "empty for an empty mirror)",
+                  m->journal_dir);
   }
   if (rc == 0 && sc.err)
     rc = jm__errf(err, sc.err, "out of memory");

@@ -48,7 +48,7 @@ CREATE TABLE sources (
   file_dev     INTEGER,           -- identity seen at the last ingest
   file_ino     INTEGER,
   file_mtime_ns INTEGER,
-  head_hash    BLOB,              -- SHA-256 of the first line (<= 64 KiB)
+  head_hash    BLOB,              -- SHA-256 of the first line, cut at 4 KiB
   tail_hash    BLOB,              -- SHA-256 of the <= 4 KiB before byte_offset
   ingested_at  TEXT               -- wall-clock time of the last commit
 );

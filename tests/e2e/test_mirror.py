@@ -11,6 +11,7 @@ mirror (--mirror).
 """
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -19,7 +20,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import run, run_cli  # noqa: E402
+from harness import Daemon, run, run_cli, wait_rows  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Helpers.
@@ -290,13 +291,102 @@ def test_damaged_first_page(tmp):
         assert_clean(root, tmp, len(ids))
 
 
+def random_journal(rng, n, ids):
+    """n random message events over `ids`: created (whole or by a delta),
+    edited, deleted and re-created; one in 20 carries 128 KiB of content."""
+    out, live = [], set()
+    for i in range(n):
+        mid = rng.choice(ids)
+        r = rng.random()
+        pad = "x" * (131072 if rng.random() < 0.05 else rng.randint(1, 50))
+        ts = {"ts": "2026-01-01T00:00:%02dZ" % (i % 60)}
+        if mid in live and r < 0.3:
+            e = dict(type="message.deleted", id=mid, **ts)
+            live.discard(mid)
+        elif mid in live and r < 0.45:
+            e = dict(type="message.edited", id=mid, content="e" + pad, **ts)
+        elif r < 0.6:
+            e = dict(type="message.delta", id=mid, text="d" + pad, **ts)
+            live.add(mid)
+        else:
+            e = dict(type="message", id=mid, role="user", content="c%d" % i + pad, **ts)
+            live.add(mid)
+        out.append(json.dumps(e) + "\n")
+    return "".join(out)
+
+
+def test_replay_in_place_across_flushes(tmp):
+    """replay <id> over rows of another version of the file, both bigger
+    than the 8 MiB the fold holds before it writes: messages deleted and
+    re-created after a flush, seqs moved.  Once 'UNIQUE constraint failed:
+    messages.conversation_id, messages.seq' (this seed did it); the rows
+    must equal a fresh replay's."""
+    rng = random.Random(202)
+    root = os.path.join(tmp, "root")
+    ids = ["m%d" % k for k in range(rng.randint(3, 300))]
+    old = random_journal(rng, rng.randint(1500, 3000), ids)
+    write(root, "c1", old.encode())
+    assert run_cli("ingest", root=root).code == 0
+    if rng.random() < 0.5:
+        new = random_journal(rng, rng.randint(1500, 3000), ids)
+    else:
+        kept = old.splitlines(True)
+        new = "".join(kept[:rng.randint(0, len(kept))]) + random_journal(
+            rng, rng.randint(100, 300), ids)
+    assert min(len(old), len(new)) > 8 << 20, (len(old), len(new))
+    write(root, "c1", new.encode())
+    r = run_cli("replay", "c1", "--threads", "1", root=root)
+    assert r.code == 0, r
+    fresh = os.path.join(tmp, "fresh.db")
+    assert run_cli("--mirror", fresh, "replay", "c1", root=root).code == 0
+    assert dump(db_of(root)) == dump(fresh)
+    assert_clean(root, tmp, 1)
+
+
+def test_damaged_schema_pages(tmp):
+    """A valid first page over unreadable tables: the schema version cannot
+    be read (once taken for "version 0": the first migration ran again and
+    failed on 'table conversations already exists').  replay --all and
+    verify --repair set it aside and rebuild it like a damaged header; a
+    damaged table they do not read on opening is overwritten by the
+    rebuild."""
+    root = os.path.join(tmp, "root")
+    ids = corpus(root)
+    path = db_of(root)
+    c = sqlite3.connect(path)
+    roots = dict(c.execute("SELECT name, rootpage FROM sqlite_master WHERE name IN"
+                           " ('_migrations', 'settings')").fetchall())
+    page = c.execute("PRAGMA page_size").fetchone()[0]
+    c.close()
+    assert set(roots) == {"_migrations", "settings"}, roots
+    for table, args in (("_migrations", ["replay", "--all"]), ("settings", ["replay", "--all"]),
+                        ("_migrations", ["verify", "--repair"]), ("settings", ["verify", "--repair"])):
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.unlink(path + suffix)
+        with open(path, "r+b") as f:
+            f.seek((roots[table] - 1) * page)
+            f.write(b"\xa5" * page)
+        r = run_cli(*args, root=root)
+        assert r.code == 0, (table, args, r)
+        if table == "_migrations":  # (settings may be read only later)
+            assert "was damaged" in r.err and ".damaged" in r.err, (table, r)
+        assert_clean(root, tmp, len(ids))
+
+
 def test_rebuild_refused_without_journal(tmp):
     """replay --all with journal/ gone (mid-restore, a wrong mount) would
-    fold nothing and leave an empty mirror: refused, mirror unchanged.  A
-    root that never had a journal and has an empty mirror is fine."""
+    fold nothing and leave an empty mirror: refused, naming the directory,
+    mirror unchanged -- even an empty one (a wrong --root).  An existing,
+    empty journal/ is an empty mirror."""
     empty = os.path.join(tmp, "empty")
     r = run_cli("replay", "--all", root=empty)
-    assert r.code == 0, r
+    assert r.code == 1 and os.path.join(empty, "journal") in r.err, r
+    assert "is missing" in r.err and r.out == "", r
+    os.makedirs(os.path.join(empty, "journal"))
+    r = run_cli("replay", "--all", root=empty)
+    assert r.code == 0 and r.out.startswith("replayed 0 conversations"), r
+    assert_clean(empty, tmp, 0)
     root = os.path.join(tmp, "root")
     ids = corpus(root)
     before = dump(db_of(root))
@@ -592,25 +682,51 @@ def test_replay_summaries(tmp):
     assert r.code == 0 and re.fullmatch(
         r"replayed 1 conversation: 3 events, 1 bad lines in [\d.]+ s \(\d+ events/s\)\n",
         r.out), r
+    # An id without a journal file: an error naming the file, exit 1, no
+    # entry and no summary for it; the others are replayed all the same.
     r = run_cli("replay", "c1", "c2", "gone", "--json", root=root)
-    assert r.code == 0, r
+    assert r.code == 1, r
+    assert r.err == "jmirror: no journal file '%s': nothing to replay for 'gone' (it is not " \
+        "in the mirror)\n" % jfile(root, "gone"), r
     out = json.loads(r.out)
     assert out == [
         {"conversation": "c1", "events": 3, "bad_lines": 1,
          "bytes": os.path.getsize(jfile(root, "c1")), "removed": False},
         {"conversation": "c2", "events": 1, "bad_lines": 1,
          "bytes": os.path.getsize(jfile(root, "c2")) - len('{"type":"mess'), "removed": False},
-        {"conversation": "gone", "events": 0, "bad_lines": 0, "bytes": 0, "removed": True},
     ], out
-    # A conversation whose file went away loses its rows.
+    r = run_cli("replay", "gone", root=root)
+    assert r.code == 1 and r.out == "" and "no journal file" in r.err, r
+    assert len(r.err.splitlines()) == 1, r
+    # A conversation whose file went away: the same error; the mirror
+    # follows journal/, so its rows are removed.
     os.unlink(jfile(root, "c2"))
     r = run_cli("replay", "c2", root=root)
-    assert r.code == 0, r
-    assert re.fullmatch(r"c2: no journal file; rows removed\nreplayed 1 conversation: 0 events, "
-                        r"0 bad lines in [\d.]+ s \(0 events/s\)\n", r.out), r
+    assert r.code == 1 and r.out == "", r
+    assert r.err == "jmirror: no journal file '%s': nothing to replay for 'c2' (it is not " \
+        "in the mirror)\n" % jfile(root, "c2"), r
     assert query(db_of(root), "SELECT id FROM conversations ORDER BY id") == [("c1",), ("c3",)]
     assert query(db_of(root), "SELECT count(*) FROM messages WHERE conversation_id = 'c2'") == [(0,)]
     assert_clean(root, tmp, 2)
+
+
+def test_replay_missing_via_daemon(tmp):
+    """With jmirrord running the replay is done by it; an id without a
+    journal file is the same error, exit 1, and no summary unless another
+    conversation was replayed."""
+    root = os.path.join(tmp, "root")
+    write(root, "c1", lines(ev("message", 1, id="m1", role="user", content="a")))
+    with Daemon(root):
+        wait_rows(root, 1)
+        r = run_cli("replay", "gone", root=root)
+        assert r.code == 1 and r.out == "", r
+        assert r.err == "jmirror: no journal file '%s': nothing to replay for 'gone' (it is not " \
+            "in the mirror)\n" % jfile(root, "gone"), r
+        r = run_cli("replay", "c1", "gone", root=root)
+        assert r.code == 1 and "no journal file" in r.err, r
+        assert r.out == "replayed by jmirrord: 1 conversations, 1 events, 0 bad lines\n", r
+        r = run_cli("replay", "c1", root=root)
+        assert r.code == 0 and r.err == "", r
 
 
 def test_ingest_summaries(tmp):

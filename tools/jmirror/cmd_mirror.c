@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int cli_open_mirror(cli *c, int read_only, jm_mirror **out) {
@@ -119,6 +120,37 @@ static int replay_all(jm_mirror *m, int threads, int json) {
   return EXIT_OK;
 }
 
+static void say_no_journal_file(const char *root, const char *id) {
+  char *path = jm_journal_path(root, id);
+  fprintf(stderr,
+          "jmirror: no journal file '%s': nothing to replay for '%s' (it is "
+          "not in the mirror)\n",
+          path ? path : id, id);
+  free(path);
+}
+
+/* Nothing to replay: the id has no journal file (a typo, or a file gone).
+ * The mirror follows journal/, so the library removed any rows it had;
+ * still an error for whoever asked for this one.  1: said so. */
+static int no_journal_file(jm_mirror *m, const char *id,
+                           const jm_ingest_result *r) {
+  if (r->removed)
+    say_no_journal_file(jm_mirror_root(m), id);
+  return r->removed;
+}
+
+/* The same, after jmirrord replayed `id` (it answers only with totals):
+ * 1 if the id has no regular journal file. */
+static int no_journal_file_at(const char *root, const char *id) {
+  char *path = jm_journal_path(root, id);
+  struct stat st;
+  int gone = path && (lstat(path, &st) != 0 || !S_ISREG(st.st_mode));
+  free(path);
+  if (gone)
+    say_no_journal_file(root, id);
+  return gone;
+}
+
 static int replay_some(jm_mirror *m, char **ids, int n, int threads,
                        int json) {
   jm_error err;
@@ -135,6 +167,10 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
       status = EXIT_FAIL;
       continue;
     }
+    if (no_journal_file(m, ids[i], &r)) {
+      status = EXIT_FAIL;
+      continue;
+    }
     done++;
     events += r.events;
     bad += r.bad_lines;
@@ -144,8 +180,6 @@ static int replay_some(jm_mirror *m, char **ids, int n, int threads,
                          "events", (json_int_t)r.events, "bad_lines",
                          (json_int_t)r.bad_lines, "bytes",
                          (json_int_t)r.offset, "removed", r.removed));
-    else if (r.removed)
-      printf("%s: no journal file; rows removed\n", ids[i]);
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double secs = (double)(t1.tv_sec - t0.tv_sec) +
@@ -182,16 +216,22 @@ static int replay_via_daemon(cli *c, int all, char **ids, int n, int json) {
     return -rc;
   json_object_del(resp, "ok");
   json_object_set_new(resp, "by_daemon", json_true());
+  int missing = 0;
+  for (int i = 0; !all && i < n; i++)
+    missing += no_journal_file_at(c->root, ids[i]);
+  long long convs =
+      json_integer_value(json_object_get(resp, "conversations")) - missing;
+  json_object_set_new(resp, "conversations", json_integer(convs));
   if (json)
     print_json(json_incref(resp));
-  else
+  else if (convs > 0 || all) /* failures said so already, one line each */
     printf("replayed by jmirrord: %lld conversations, %lld events, %lld bad "
            "lines\n",
-           (long long)json_integer_value(json_object_get(resp, "conversations")),
+           convs,
            (long long)json_integer_value(json_object_get(resp, "events")),
            (long long)json_integer_value(json_object_get(resp, "bad_lines")));
   json_decref(resp);
-  return EXIT_OK;
+  return missing ? EXIT_FAIL : EXIT_OK;
 }
 
 int cmd_replay(cli *c, int argc, char **argv) {

@@ -94,7 +94,8 @@ const command cli_commands[] = {
    "one transaction.  --all rebuilds the whole mirror into a fresh file and\n"
    "copies it into the live mirror in one step, so readers never see a\n"
    "half-built mirror.  Parsing runs on every core (--threads to limit).\n"
-   "A conversation whose file is gone has its rows removed.\n"
+   "An id with no journal file is an error (exit 1); any rows it had are\n"
+   "removed.  --all refuses to run when journal/ is missing.\n"
    "\n"
    "Shows progress on a terminal; prints a summary line (or JSON).\n"
    "Exit: 0 done; 1 an error; 2 usage.\n",
