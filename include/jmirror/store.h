@@ -4,8 +4,12 @@
  *
  * Writes validate and append an event to journal/<id>.jsonl first (the
  * truth); the mirror catches up.  When jmirrord runs, a write returns once
- * the daemon has ingested it (at most wait_ms), so every process reading
- * the mirror sees it from then on.  Reads are
+ * the daemon has ingested it, so every process reading the mirror sees it
+ * from then on; if the daemon went away meanwhile the store ingests the
+ * write itself.  A write that returns JM_ETIMEDOUT has been appended to the
+ * journal all the same (do not write it again): the mirror was not
+ * confirmed to show it within about wait_ms + 3 s (a daemon that went away
+ * adds up to another wait_ms).  Reads are
  *   - read-your-writes: a read after a write in the same process sees it,
  *     ingesting the conversation itself when no daemon runs, or waiting
  *     (bounded by wait_ms) for jmirrord to ingest it;

@@ -19,10 +19,12 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static jm_error E;
@@ -593,6 +595,97 @@ static void test_read_locked_mirror(void) {
   msgs_all(s, "c1", &ml);
   ASSERT_EQ(ml.n, 1);
   jm_message_list_free(&ml);
+  store_close(s);
+}
+
+/* Writes while jmirrord holds the mirror ------------------------------------ */
+
+static jm_store *store_open_wait(const char *root, int wait_ms) {
+  jm_store_options o;
+  jm_store_options_init(&o);
+  o.sync = JM_SYNC_NONE;
+  o.wait_ms = wait_ms;
+  jm_store *s = NULL;
+  OK(jm_store_open(&s, root, &o, &E));
+  return s;
+}
+
+/* The mirror is held as "jmirrord" but no daemon answers: the write is in
+ * the journal, and the store says that the mirror was not confirmed to show
+ * it (JM_ETIMEDOUT) rather than claim every reader sees it. */
+static void test_write_unconfirmed(void) {
+  const char *root = fresh_root("unconfirmed");
+  jm_store *s = store_open_wait(root, 300);
+  OK(jm_store_create(s, "c1", NULL, NULL, NULL, NULL, &E));
+  jm_mirror *m;
+  jm_mirror_options mo = {.db_path = NULL, .read_only = 0, .max_line = 0};
+  OK(jm_mirror_open(&m, root, &mo, &E));
+  OK(jm_mirror_lock(m, 0, "jmirrord", &E));
+  const char *path = test_fmt("%s/journal/c1.jsonl", root);
+  long long before = fsize(path);
+  jm_message_in in = {.id = "m1", .role = "user", .content = "hello",
+                      .content_len = SIZE_MAX};
+  double t0 = now_s();
+  FAILS(JM_ETIMEDOUT, jm_store_add_message(s, "c1", &in, NULL, &E));
+  ASSERT(now_s() - t0 < 1 + 0.3 + 2 + 0.3 + 1); /* the documented bound */
+  ASSERT(strstr(E.msg, "'c1'") && strstr(E.msg, "in the journal"));
+  ASSERT(fsize(path) > before);
+  jm_mirror_unlock(m);
+  jm_mirror_close(m);
+  jm_message_list ml;
+  msgs_all(s, "c1", &ml); /* the write is there, once */
+  ASSERT_EQ(ml.n, 1);
+  jm_message_list_free(&ml);
+  store_close(s);
+}
+
+/* A stand-in for jmirrord that holds the mirror, takes one request and goes
+ * away without answering (the lock first, then the connection). */
+static void vanishing_daemon(const char *root, int ready) {
+  jm_mirror *m;
+  jm_mirror_options mo = {.db_path = NULL, .read_only = 0, .max_line = 0};
+  jm_error e;
+  if (jm_mirror_open(&m, root, &mo, &e) != 0 ||
+      jm_mirror_lock(m, 0, "jmirrord", &e) != 0)
+    _exit(3);
+  char *sock = jm_mirror_sibling(db_of(root), ".sock");
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+  int l = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      listen(l, 4) != 0 || write(ready, "x", 1) != 1)
+    _exit(3);
+  int c = accept(l, NULL, NULL);
+  char buf[512];
+  if (c < 0 || read(c, buf, sizeof buf) <= 0)
+    _exit(3);
+  jm_mirror_unlock(m);
+  unlink(sock);
+  _exit(0);
+}
+
+/* The daemon goes away while a write waits for it: the store ingests the
+ * write itself, so the mirror shows it when the call returns. */
+static void test_write_daemon_gone(void) {
+  const char *root = fresh_root("gone");
+  jm_store *s = store_open_wait(root, 2000);
+  OK(jm_store_create(s, "c1", NULL, NULL, NULL, NULL, &E));
+  jm_message_list ml;
+  msgs_all(s, "c1", &ml);
+  jm_message_list_free(&ml);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    vanishing_daemon(root, ready[1]);
+  char x;
+  ASSERT_EQ(read(ready[0], &x, 1), 1);
+  add(s, "c1", "m1", "user", "hello", NULL);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT_EQ(mt_qi(db_of(root), "SELECT count(*) FROM messages WHERE id = "
+                               "'m1'"), 1);
   store_close(s);
 }
 
@@ -1470,6 +1563,8 @@ static const test_case cases[] = {
     TEST_CASE(test_create_race),
     TEST_CASE(test_read_your_writes),
     TEST_CASE(test_read_locked_mirror),
+    TEST_CASE(test_write_unconfirmed),
+    TEST_CASE(test_write_daemon_gone),
     TEST_CASE(test_heal_after_drift),
     TEST_CASE(test_parent_healing),
     TEST_CASE(test_messages_pagination),

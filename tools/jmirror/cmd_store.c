@@ -111,7 +111,7 @@ int cmd_new(cli *c, int argc, char **argv) {
   jm_error_clear(&err);
   rc = jm_store_create(s, o.values[2], o.values[0], o.values[1], o.values[3],
                        id, &err);
-  if (rc == 0)
+  if (rc == 0 || rc == JM_ETIMEDOUT) /* written, only not confirmed */
     printf("%s\n", id);
   return close_store(s, rc ? cli_fail(&err) : EXIT_OK);
 }
@@ -184,7 +184,7 @@ int cmd_add(cli *c, int argc, char **argv) {
   jm_error_clear(&err);
   rc = jm_store_add_message(s, o.operands[0], &m, mid, &err);
   free(content);
-  if (rc == 0)
+  if (rc == 0 || rc == JM_ETIMEDOUT) /* written, only not confirmed */
     printf("%s\n", mid);
   return close_store(s, rc ? cli_fail(&err) : EXIT_OK);
 }
