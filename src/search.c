@@ -378,6 +378,10 @@ int jm_store_search(jm_store *s, const char *query,
     rc = jm__errf(err, JM_EUSAGE, "empty search query");
   else if (rc != 0)
     rc = jm__errf(err, rc, "out of memory");
+  if (rc == 0 && o.conversation_id) /* healed first, like a read of it */
+    rc = jm__store_current(s, o.conversation_id, err);
+  if (rc == 0 && o.conversation_id)
+    rc = jm__store_exists(s, o.conversation_id, err);
   if (rc == 0)
     rc = jm__store_flush_written(s, err);
   int use_fts = 0;

@@ -313,7 +313,7 @@ void jm_message_list_free(jm_message_list *l) {
   l->next_after = -1;
 }
 
-static int exists_or_not_found(jm_store *s, const char *id, jm_error *err) {
+int jm__store_exists(jm_store *s, const char *id, jm_error *err) {
   sqlite3_stmt *st = prepare(s, "SELECT 1 FROM conversations WHERE id = ?1",
                              err);
   if (st == NULL)
@@ -371,7 +371,7 @@ int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
     rc = step_err(s, r, err);
   sqlite3_finalize(st);
   if (rc == 0 && out->n == 0)
-    rc = exists_or_not_found(s, id, err); /* empty, or no such thing? */
+    rc = jm__store_exists(s, id, err); /* empty, or no such thing? */
   if (rc != 0)
     jm_message_list_free(out);
   return rc;

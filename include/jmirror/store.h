@@ -179,7 +179,8 @@ typedef struct jm_search_options {
  * (split on white space) must all occur, as substrings, case-insensitively
  * for ASCII.  Words of 3+ characters use the trigram index; shorter words
  * are matched by scanning the candidates (or, if every word is short, the
- * messages: slower on a large mirror, still correct).
+ * messages: slower on a large mirror, still correct).  JM_ENOTFOUND if
+ * conversation_id names no conversation.
  */
 int jm_store_search(jm_store *s, const char *query,
                     const jm_search_options *opt, jm_search_results *out,

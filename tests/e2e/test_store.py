@@ -281,7 +281,9 @@ def test_errors_and_usage(tmp):
 
     # Missing conversation.
     for args in (["add", "nosuch", "--role", "user", "--content", "x"], ["rename", "nosuch", "t"],
-                 ["delete", "nosuch"], ["restore", "nosuch"], ["show", "nosuch"]):
+                 ["delete", "nosuch"], ["restore", "nosuch"], ["show", "nosuch"],
+                 ["search", "hello", "--conversation", "nosuch"],
+                 ["search", "he", "--conversation", "nosuch", "--json"]):
         assert "nosuch" in fails(1, *args, root=root)
     # Refused events and an existing id.
     assert "c1" in fails(1, "new", "--id", "c1", root=root)
@@ -305,6 +307,9 @@ def test_errors_and_usage(tmp):
         ["ls", "--cursor", "zz"], ["ls", "--cursor", "abc"], ["ls", "--json=1"],
         ["show"], ["show", "c1", "c1"], ["show", "c1", "--limit", "x"],
         ["show", "c1", "--after", "-5"],
+        ["show", "c1", "--after", "9223372036854775808"],  # past int64
+        ["show", "c1", "--after", "18446744073709551615"],
+        ["show", "c1", "--after", "99999999999999999999"],
         ["search"], ["search", ""], ["search", "  "], ["search", "x", "--limit", "many"],
         ["search", "a b c d e f g h i j k l m n o p q"],
     ]

@@ -1377,8 +1377,12 @@ static void test_search(void) {
   hits_are_at(__LINE__, "👋 in ko", "k2", "k4", (const char *)NULL);
   search(s, "👋", "en", 0);
   hits_are_at(__LINE__, "👋 in en", (const char *)NULL);
-  search(s, "fox", "nosuch", 0);
-  hits_are_at(__LINE__, "fox in nosuch", (const char *)NULL);
+  /* A conversation that does not exist is said so, not searched empty. */
+  jm_search_results_free(&R);
+  jm_search_options nosuch = {.conversation_id = "nosuch"};
+  FAILS(JM_ENOTFOUND, jm_store_search(s, "fox", &nosuch, &R, &E));
+  ASSERT(strstr(E.msg, "'nosuch'") != NULL);
+  FAILS(JM_ENOTFOUND, jm_store_search(s, "fo", &nosuch, &R, &E));
 
   /* Deleted conversations: hidden unless asked for. */
   OK(jm_store_delete(s, "en", &E));

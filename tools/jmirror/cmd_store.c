@@ -357,6 +357,9 @@ int cmd_show(cli *c, int argc, char **argv) {
   if ((o.values[2] && (rc = cli_parse_uint(c, "limit", o.values[2], &limit))) ||
       (o.values[3] && (rc = cli_parse_uint(c, "after", o.values[3], &after))))
     return rc;
+  if (after > INT64_MAX) /* a seq is an int64: no message lies beyond */
+    return cli_usage(c, "option '--after' is out of range (at most %lld)",
+                     (long long)INT64_MAX);
   if ((rc = check_id(o.operands[0])) != 0)
     return rc;
   jm_store *s;
