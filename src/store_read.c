@@ -328,6 +328,16 @@ int jm__store_exists(jm_store *s, const char *id, jm_error *err) {
                           : step_err(s, r, err);
 }
 
+/* Room for twice as many messages; -ENOMEM leaves the list as it was. */
+static int grow_msgs(jm_message_list *out, size_t *cap) {
+  jm_message *p = realloc(out->items, 2 * *cap * sizeof *p);
+  if (p == NULL)
+    return -ENOMEM;
+  out->items = p;
+  *cap *= 2;
+  return 0;
+}
+
 int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
                       size_t limit, jm_message_list *out, jm_error *err) {
   memset(out, 0, sizeof *out);
@@ -355,15 +365,11 @@ int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
       out->next_after = out->items[out->n - 1].seq;
       break;
     }
-    if (out->n == cap) {
-      jm_message *p = realloc(out->items, 2 * cap * sizeof *p);
-      if (p == NULL)
-        break;
-      out->items = p;
-      cap *= 2;
-    }
-    if (read_msg(st, &out->items[out->n++]) != 0)
-      rc = jm__errf(err, -ENOMEM, "out of memory");
+    /* a page cut short would look complete: an error instead */
+    if ((out->n == cap && grow_msgs(out, &cap) != 0) ||
+        read_msg(st, &out->items[out->n++]) != 0)
+      rc = jm__errf(err, -ENOMEM, "out of memory reading the messages of "
+                    "'%s'", id);
   }
   if (rc == 0 && out->items == NULL)
     rc = jm__errf(err, -ENOMEM, "out of memory");

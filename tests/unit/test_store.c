@@ -13,6 +13,7 @@
 #include "test.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -111,6 +112,28 @@ static int dir_count(const char *path) {
   closedir(d);
   return n;
 }
+
+/* An allocation failure, injected where it matters: while fail_realloc_at
+ * is set, a realloc of exactly that many bytes fails (nothing else does).
+ * Linux without sanitizers only: their allocator cannot be mixed with the
+ * C library's. */
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define CAN_FAIL_REALLOC 1
+static size_t fail_realloc_at;
+
+void *realloc(void *p, size_t n) {
+  static void *(*real)(void *, size_t);
+  if (real == NULL)
+    *(void **)&real = dlsym(RTLD_NEXT, "realloc");
+  if (fail_realloc_at != 0 && n == fail_realloc_at) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return real(p, n);
+}
+#else
+#define CAN_FAIL_REALLOC 0
+#endif
 
 /* Add a message; returns its id (static, rotating). */
 static const char *add(jm_store *s, const char *conv, const char *id,
@@ -913,6 +936,33 @@ static void test_messages_pagination(void) {
   store_close(s);
 }
 
+/* Memory running out while a page of messages grows: an error, never a
+ * shorter page that looks like the whole conversation. */
+static void test_messages_out_of_memory(void) {
+#if CAN_FAIL_REALLOC
+  const char *root = fresh_root("oom");
+  jm_store *s = store_open(root);
+  OK(jm_store_create(s, "c1", NULL, NULL, NULL, NULL, &E));
+  for (int i = 0; i < 100; i++)
+    add(s, "c1", NULL, "user", "x", NULL);
+  jm_message_list ml;
+  msgs_all(s, "c1", &ml);
+  ASSERT_EQ(ml.n, 100);
+  jm_message_list_free(&ml);
+  fail_realloc_at = 128 * sizeof(jm_message); /* the growth past 64 */
+  FAILS(-ENOMEM, jm_store_messages(s, "c1", 0, 1000, &ml, &E));
+  fail_realloc_at = 0;
+  ASSERT_STR_CONTAINS(E.msg, "'c1'");
+  ASSERT_EQ(ml.n, 0);
+  OK(jm_store_messages(s, "c1", 0, 1000, &ml, &E));
+  ASSERT_EQ(ml.n, 100);
+  jm_message_list_free(&ml);
+  store_close(s);
+#else
+  printf("# skipped: realloc cannot be made to fail in this build\n");
+#endif
+}
+
 static void test_list_pagination(void) {
   const char *root = mt_root("lpage");
   /* Hand-written files: controlled times, ties broken by id, a file with
@@ -1572,6 +1622,7 @@ static const test_case cases[] = {
     TEST_CASE(test_heal_after_drift),
     TEST_CASE(test_parent_healing),
     TEST_CASE(test_messages_pagination),
+    TEST_CASE(test_messages_out_of_memory),
     TEST_CASE(test_list_pagination),
     TEST_CASE_T(test_list_10k_concurrent, 180),
     TEST_CASE(test_search),
