@@ -177,7 +177,9 @@ typedef struct jm_search_options {
 /*
  * Substring search over message content, ranked.  The query's words
  * (split on white space) must all occur, as substrings, case-insensitively
- * for ASCII.  Words of 3+ characters use the trigram index; shorter words
+ * for ASCII (Unicode case folding only for words of 3+ characters in rows
+ * already indexed: docs/store.md).  Words of 3+ characters use the trigram
+ * index; shorter words
  * are matched by scanning the candidates (or, if every word is short, the
  * messages: slower on a large mirror, still correct).  JM_ENOTFOUND if
  * conversation_id names no conversation.
