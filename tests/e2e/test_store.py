@@ -443,6 +443,10 @@ def test_search_cli(tmp):
     assert sorted(ids("fox", extra=["--deleted"])) == sorted([e1, g1])
     assert sorted(ids("👋", extra=["--deleted"])) == sorted([k2, k3, g1])
     assert len(ids("a", extra=["--limit", "2"])) == 2
+    # A huge limit costs only the rows there are (no allocation up front).
+    for huge in ["1000000000000", "18446744073709551615"]:
+        assert ids("database", extra=["--limit", huge]) == [e2, e3], huge
+        assert sorted(ids("👋", extra=["--limit", huge])) == sorted([k2, k3])
     # Text output: one line per hit, [marks]; no match: exit 0, a note on stderr.
     r = run_cli("search", "한국어", root=root)
     assert r.code == 0 and r.err == "", r
