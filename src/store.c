@@ -28,7 +28,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void jm_store_options_init(jm_store_options *opt) {
   memset(opt, 0, sizeof *opt);
@@ -327,6 +329,23 @@ static int claim(jm_store *s, const char *id, jm_error *err) {
   return rc;
 }
 
+/* The created event could not be written (refused, disk full): remove the
+ * file claim() made, so that the id is free again — only while it is still
+ * empty and nobody holds its writers' lock (a writer that locks it after
+ * this finds the path gone and opens it anew: nothing of its is lost). */
+static void unclaim(jm_store *s, const char *id) {
+  char *p = jm_journal_path(s->root, id);
+  int fd = p ? jm__open(p, O_RDONLY | O_NOFOLLOW, 0) : -1;
+  struct stat a, b;
+  if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &a) == 0 &&
+      a.st_size == 0 && lstat(p, &b) == 0 && a.st_ino == b.st_ino &&
+      a.st_dev == b.st_dev)
+    unlink(p);
+  if (fd >= 0)
+    jm__close(fd); /* drops the lock */
+  free(p);
+}
+
 int jm_store_create(jm_store *s, const char *id, const char *title,
                     const char *brain, const char *meta_json, char *id_out,
                     jm_error *err) {
@@ -350,6 +369,8 @@ int jm_store_create(jm_store *s, const char *id, const char *title,
     return rc;
   }
   rc = append_event(s, id, ev, 1, err);
+  if (rc != 0 && rc != JM_ETIMEDOUT) /* JM_ETIMEDOUT: written all the same */
+    unclaim(s, id);
   if (rc == 0 && id_out)
     snprintf(id_out, JM_ID_MAX + 1, "%s", id);
   return rc;

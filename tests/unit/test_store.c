@@ -9,6 +9,7 @@
  * through the API; the mirror is only touched directly to break it.
  */
 #define _GNU_SOURCE
+#include "internal.h"
 #include "mtest.h"
 #include "test.h"
 
@@ -1634,11 +1635,40 @@ static void test_create_race(void) {
   free(data);
 }
 
+/* A create whose event cannot be written (the disk full) leaves no empty
+ * file behind: the id is free, not "already exists" with nothing in it. */
+static ssize_t write_enospc(int fd, const void *buf, size_t n) {
+  (void)fd;
+  (void)buf;
+  (void)n;
+  errno = ENOSPC;
+  return -1;
+}
+
+static void test_create_failed_frees_the_id(void) {
+  const char *root = fresh_root("nospace");
+  jm_store *s = store_open(root);
+  OK(jm_store_create(s, "first", NULL, NULL, NULL, NULL, &E));
+  jm__sys.write = write_enospc;
+  FAILS(-ENOSPC, jm_store_create(s, "c1", "t", NULL, NULL, NULL, &E));
+  jm__sys_reset();
+  ASSERT_EQ(fsize(test_fmt("%s/journal/c1.jsonl", root)), -1);
+  jm_message_in m = {.role = "user", .content = "x", .content_len = 1};
+  FAILS(JM_ENOTFOUND, jm_store_add_message(s, "c1", &m, NULL, &E));
+  OK(jm_store_create(s, "c1", "t", NULL, NULL, NULL, &E));
+  jm_conversation c;
+  OK(jm_store_get(s, "c1", &c, &E));
+  ASSERT_STR_EQ(c.title, "t");
+  jm_conversation_free(&c);
+  store_close(s);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_seed_exercise),
     TEST_CASE(test_generated_ids_ordered),
     TEST_CASE(test_errors),
     TEST_CASE(test_create_race),
+    TEST_CASE(test_create_failed_frees_the_id),
     TEST_CASE(test_read_your_writes),
     TEST_CASE(test_read_locked_mirror),
     TEST_CASE(test_write_unconfirmed),
