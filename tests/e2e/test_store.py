@@ -467,7 +467,11 @@ def test_control_characters_never_reach_the_terminal(tmp):
     new(root, "--title", "plain")
     content = "needle \x1b[31mred\x1b[0m\nline two\ttab \x00 \x7f \u009d end"
     ok("add", cid, "--role", "user", "-", root=root, stdin=content)
-    for args in (["ls"], ["show", cid], ["search", "needle"]):
+    mid = "m\x1b[2J\nx"  # a message id is any text without NUL
+    ok("add", cid, "--role", "assistant", "--content", "hi", "--id", mid,
+       "--thinking", "think \x1b[5m", root=root)
+    for args in (["ls"], ["show", cid], ["show", cid, "--thinking"],
+                 ["search", "needle"]):
         out = ok(*args, root=root)
         bad = [ch for ch in out if (ord(ch) < 0x20 and ch not in "\n\t") or
                0x7f <= ord(ch) <= 0x9f]
@@ -478,6 +482,7 @@ def test_control_characters_never_reach_the_terminal(tmp):
     assert "evil^[[2J^[]0;pwned^G second line<U+009B>31m" in rows[1] + rows[0], rows
     shown = ok("show", cid, root=root)
     assert "needle ^[[31mred^[[0m\n  line two\ttab ^@ ^? <U+009D> end" in shown, shown
+    assert " m^[[2J x\n" in shown, shown  # the id on its one line
     hits = ok("search", "needle", root=root)
     assert "[needle] ^[[31mred^[[0m line two tab" in hits, hits
     # --json: the exact text, escaped as JSON

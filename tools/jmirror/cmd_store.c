@@ -332,8 +332,9 @@ static void show_msg(const jm_message *m, int thinking) {
   char b[32];
   printf("\n[%s] ", when(m->created_at, b));
   put_str(m->role);
-  printf(" %s%s%s\n", m->id,
-         strcmp(m->status, "complete") ? " (streaming)" : "",
+  fputc(' ', stdout);
+  put_str(m->id); /* any text but NUL: shown like the content */
+  printf("%s%s\n", strcmp(m->status, "complete") ? " (streaming)" : "",
          m->edited_at ? " (edited)" : "");
   if (m->thinking && thinking) {
     printf("  <thinking>\n");
