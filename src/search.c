@@ -3,10 +3,12 @@
  *
  * The index is FTS5 with the trigram tokenizer (migration 0003; why there).
  * A query is split on white space into words; every word must occur in the
- * message, as a substring, ASCII case-insensitively:
+ * message, as a substring, ASCII case-insensitively (Unicode only where
+ * the index answers):
  *   - words of 3+ characters become quoted FTS5 phrases ("한국어" is the
  *     trigram "한국어"; "database" the phrase of its trigrams), ANDed;
- *     results are ranked by bm25 and FTS5 makes the snippet;
+ *     the trigram tokenizer folds Unicode case; results are ranked by
+ *     bm25 and FTS5 makes the snippet;
  *   - shorter words cannot be looked up in a trigram index: they become
  *     LIKE filters on the candidates (bound parameters, % and _ escaped);
  *   - when every word is short, the messages themselves are scanned, newest
@@ -16,7 +18,8 @@
  *
  * The index may be incomplete (settings.search_upto, migration 0003): rows
  * above the mark are scanned, every word as LIKE, so results are complete
- * while the index is being built; they rank after the indexed hits.
+ * while the index is being built (case folded for ASCII only there); they
+ * rank after the indexed hits.
  *
  * Cost: ranking is bm25 among the newest 5,000 messages the index matches
  * (exact below that), snippets are made only for the rows returned, and a
@@ -378,6 +381,10 @@ int jm_store_search(jm_store *s, const char *query,
     rc = jm__errf(err, JM_EUSAGE, "empty search query");
   else if (rc != 0)
     rc = jm__errf(err, rc, "out of memory");
+  if (rc == 0 && o.conversation_id) /* healed first, like a read of it */
+    rc = jm__store_current(s, o.conversation_id, err);
+  if (rc == 0 && o.conversation_id)
+    rc = jm__store_exists(s, o.conversation_id, err);
   if (rc == 0)
     rc = jm__store_flush_written(s, err);
   int use_fts = 0;

@@ -3,8 +3,9 @@
  * the journal, read back from the mirror, healed on read.
  *
  * Write path: build the event with jansson, append it with the journal
- * writer (validated first, durable as the options say).  Nothing touches
- * the mirror: the daemon, or the next read, brings it up to date.
+ * writer (validated first, durable as the options say).  Without a daemon
+ * nothing touches the mirror: the next read brings it up to date.  With
+ * one, the write waits until the daemon has ingested it (see settle()).
  *
  * Read path, before answering about a conversation ("make current"):
  *   1. stat its file and compare with the source row the mirror recorded:
@@ -27,7 +28,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void jm_store_options_init(jm_store_options *opt) {
   memset(opt, 0, sizeof *opt);
@@ -217,13 +220,36 @@ int jm__store_flush_written(jm_store *s, jm_error *err) {
 
 /* After a write: remember it (read-your-writes); with a daemon, wait until
  * it has ingested the write, so that other processes see it too once the
- * call returns.  A daemon too slow to answer is not a write failure: the
- * event is in the journal, which is what counts. */
-static int settle(jm_store *s, const char *id, const jm_append_info *info) {
-  int rc = note_written(s, id);
-  if (rc == 0 && daemon_owns(s))
-    jm_daemon_wait(s->m->db_path, id, info->end, s->opt.wait_ms, NULL);
-  return rc;
+ * call returns.  When the daemon does not confirm, the store checks the
+ * mirror itself: current after all (the answer was lost) is success; a
+ * daemon gone or restarted (no answer, connection closed) is handled like
+ * a read (ingest here when no daemon holds the mirror, or ask the new
+ * one); a daemon that answered "timed out" is not asked again.  Otherwise
+ * JM_ETIMEDOUT: the event IS in the journal, which is what counts, but
+ * other processes may not see it yet — the caller must not write it again.
+ * Bound: about 1 s (connect) + wait_ms + 2 s (reply), and when the daemon
+ * went away another wait_ms for the writer lock or the new daemon. */
+static int settle(jm_store *s, const char *id, const jm_append_info *info,
+                  jm_error *err) {
+  if (note_written(s, id) != 0)
+    return jm__errf(err, -ENOMEM, "out of memory");
+  if (!daemon_owns(s))
+    return 0; /* readers heal on read: no one else would ingest it */
+  jm_error why;
+  jm_error_clear(&why);
+  int rc = jm_daemon_wait(s->m->db_path, id, info->end, s->opt.wait_ms, &why);
+  if (rc == 0 || jm__mirror_current(s->m, id, NULL) == 1)
+    return 0;
+  if (rc != JM_ETIMEDOUT) {
+    jm_error_clear(&why);
+    if (jm__store_current(s, id, &why) == 0)
+      return 0;
+  }
+  return jm__errf(err, JM_ETIMEDOUT,
+                  "'%s': the event is in the journal, but the mirror was not "
+                  "confirmed to show it within %d ms (do not write it again): "
+                  "%s", id, s->opt.wait_ms,
+                  why.msg[0] ? why.msg : jm_strerror(rc));
 }
 
 static int exists(jm_store *s, const char *id) {
@@ -246,7 +272,7 @@ static int append_event(jm_store *s, const char *id, json_t *ev, int create,
   if (rc == 0)
     rc = jm_journal_append_json(s->j, id, ev, &info, err);
   if (rc == 0)
-    rc = settle(s, id, &info);
+    rc = settle(s, id, &info, err);
   json_decref(ev);
   return rc;
 }
@@ -303,6 +329,23 @@ static int claim(jm_store *s, const char *id, jm_error *err) {
   return rc;
 }
 
+/* The created event could not be written (refused, disk full): remove the
+ * file claim() made, so that the id is free again — only while it is still
+ * empty and nobody holds its writers' lock (a writer that locks it after
+ * this finds the path gone and opens it anew: nothing of its is lost). */
+static void unclaim(jm_store *s, const char *id) {
+  char *p = jm_journal_path(s->root, id);
+  int fd = p ? jm__open(p, O_RDONLY | O_NOFOLLOW, 0) : -1;
+  struct stat a, b;
+  if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &a) == 0 &&
+      a.st_size == 0 && lstat(p, &b) == 0 && a.st_ino == b.st_ino &&
+      a.st_dev == b.st_dev)
+    unlink(p);
+  if (fd >= 0)
+    jm__close(fd); /* drops the lock */
+  free(p);
+}
+
 int jm_store_create(jm_store *s, const char *id, const char *title,
                     const char *brain, const char *meta_json, char *id_out,
                     jm_error *err) {
@@ -326,6 +369,8 @@ int jm_store_create(jm_store *s, const char *id, const char *title,
     return rc;
   }
   rc = append_event(s, id, ev, 1, err);
+  if (rc != 0 && rc != JM_ETIMEDOUT) /* JM_ETIMEDOUT: written all the same */
+    unclaim(s, id);
   if (rc == 0 && id_out)
     snprintf(id_out, JM_ID_MAX + 1, "%s", id);
   return rc;
@@ -400,6 +445,6 @@ int jm_store_append(jm_store *s, const char *conv_id, const char *event_json,
   int rc = jm_journal_append(s->j, conv_id, event_json, strlen(event_json),
                              info, err);
   if (rc == 0)
-    rc = settle(s, conv_id, info);
+    rc = settle(s, conv_id, info, err);
   return rc;
 }

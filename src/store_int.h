@@ -22,6 +22,9 @@ int jm__store_current(jm_store *s, const char *id, jm_error *err);
 /* ... of every conversation this store wrote (read-your-writes). */
 int jm__store_flush_written(jm_store *s, jm_error *err);
 
+/* 0 if the mirror has conversation `id`, else JM_ENOTFOUND saying so. */
+int jm__store_exists(jm_store *s, const char *id, jm_error *err);
+
 /* A column as a malloc'd NUL-terminated copy (NULL for SQL NULL); *len
  * gets its length if non-NULL.  Sets *oom on allocation failure. */
 char *jm__col_dup(sqlite3_stmt *st, int col, size_t *len, int *oom);

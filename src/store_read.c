@@ -313,7 +313,7 @@ void jm_message_list_free(jm_message_list *l) {
   l->next_after = -1;
 }
 
-static int exists_or_not_found(jm_store *s, const char *id, jm_error *err) {
+int jm__store_exists(jm_store *s, const char *id, jm_error *err) {
   sqlite3_stmt *st = prepare(s, "SELECT 1 FROM conversations WHERE id = ?1",
                              err);
   if (st == NULL)
@@ -326,6 +326,16 @@ static int exists_or_not_found(jm_store *s, const char *id, jm_error *err) {
   return r == SQLITE_DONE ? jm__errf(err, JM_ENOTFOUND, "no conversation '%s'",
                                      id)
                           : step_err(s, r, err);
+}
+
+/* Room for twice as many messages; -ENOMEM leaves the list as it was. */
+static int grow_msgs(jm_message_list *out, size_t *cap) {
+  jm_message *p = realloc(out->items, 2 * *cap * sizeof *p);
+  if (p == NULL)
+    return -ENOMEM;
+  out->items = p;
+  *cap *= 2;
+  return 0;
 }
 
 int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
@@ -355,15 +365,11 @@ int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
       out->next_after = out->items[out->n - 1].seq;
       break;
     }
-    if (out->n == cap) {
-      jm_message *p = realloc(out->items, 2 * cap * sizeof *p);
-      if (p == NULL)
-        break;
-      out->items = p;
-      cap *= 2;
-    }
-    if (read_msg(st, &out->items[out->n++]) != 0)
-      rc = jm__errf(err, -ENOMEM, "out of memory");
+    /* a page cut short would look complete: an error instead */
+    if ((out->n == cap && grow_msgs(out, &cap) != 0) ||
+        read_msg(st, &out->items[out->n++]) != 0)
+      rc = jm__errf(err, -ENOMEM, "out of memory reading the messages of "
+                    "'%s'", id);
   }
   if (rc == 0 && out->items == NULL)
     rc = jm__errf(err, -ENOMEM, "out of memory");
@@ -371,7 +377,7 @@ int jm_store_messages(jm_store *s, const char *id, int64_t after_seq,
     rc = step_err(s, r, err);
   sqlite3_finalize(st);
   if (rc == 0 && out->n == 0)
-    rc = exists_or_not_found(s, id, err); /* empty, or no such thing? */
+    rc = jm__store_exists(s, id, err); /* empty, or no such thing? */
   if (rc != 0)
     jm_message_list_free(out);
   return rc;

@@ -4,8 +4,12 @@
  *
  * Writes validate and append an event to journal/<id>.jsonl first (the
  * truth); the mirror catches up.  When jmirrord runs, a write returns once
- * the daemon has ingested it (at most wait_ms), so every process reading
- * the mirror sees it from then on.  Reads are
+ * the daemon has ingested it, so every process reading the mirror sees it
+ * from then on; if the daemon went away meanwhile the store ingests the
+ * write itself.  A write that returns JM_ETIMEDOUT has been appended to the
+ * journal all the same (do not write it again): the mirror was not
+ * confirmed to show it within about wait_ms + 3 s (a daemon that went away
+ * adds up to another wait_ms).  Reads are
  *   - read-your-writes: a read after a write in the same process sees it,
  *     ingesting the conversation itself when no daemon runs, or waiting
  *     (bounded by wait_ms) for jmirrord to ingest it;
@@ -173,9 +177,12 @@ typedef struct jm_search_options {
 /*
  * Substring search over message content, ranked.  The query's words
  * (split on white space) must all occur, as substrings, case-insensitively
- * for ASCII.  Words of 3+ characters use the trigram index; shorter words
+ * for ASCII (Unicode case folding only for words of 3+ characters in rows
+ * already indexed: docs/store.md).  Words of 3+ characters use the trigram
+ * index; shorter words
  * are matched by scanning the candidates (or, if every word is short, the
- * messages: slower on a large mirror, still correct).
+ * messages: slower on a large mirror, still correct).  JM_ENOTFOUND if
+ * conversation_id names no conversation.
  */
 int jm_store_search(jm_store *s, const char *query,
                     const jm_search_options *opt, jm_search_results *out,

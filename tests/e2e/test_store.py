@@ -281,7 +281,9 @@ def test_errors_and_usage(tmp):
 
     # Missing conversation.
     for args in (["add", "nosuch", "--role", "user", "--content", "x"], ["rename", "nosuch", "t"],
-                 ["delete", "nosuch"], ["restore", "nosuch"], ["show", "nosuch"]):
+                 ["delete", "nosuch"], ["restore", "nosuch"], ["show", "nosuch"],
+                 ["search", "hello", "--conversation", "nosuch"],
+                 ["search", "he", "--conversation", "nosuch", "--json"]):
         assert "nosuch" in fails(1, *args, root=root)
     # Refused events and an existing id.
     assert "c1" in fails(1, "new", "--id", "c1", root=root)
@@ -305,6 +307,9 @@ def test_errors_and_usage(tmp):
         ["ls", "--cursor", "zz"], ["ls", "--cursor", "abc"], ["ls", "--json=1"],
         ["show"], ["show", "c1", "c1"], ["show", "c1", "--limit", "x"],
         ["show", "c1", "--after", "-5"],
+        ["show", "c1", "--after", "9223372036854775808"],  # past int64
+        ["show", "c1", "--after", "18446744073709551615"],
+        ["show", "c1", "--after", "99999999999999999999"],
         ["search"], ["search", ""], ["search", "  "], ["search", "x", "--limit", "many"],
         ["search", "a b c d e f g h i j k l m n o p q"],
     ]
@@ -438,6 +443,10 @@ def test_search_cli(tmp):
     assert sorted(ids("fox", extra=["--deleted"])) == sorted([e1, g1])
     assert sorted(ids("👋", extra=["--deleted"])) == sorted([k2, k3, g1])
     assert len(ids("a", extra=["--limit", "2"])) == 2
+    # A huge limit costs only the rows there are (no allocation up front).
+    for huge in ["1000000000000", "18446744073709551615"]:
+        assert ids("database", extra=["--limit", huge]) == [e2, e3], huge
+        assert sorted(ids("👋", extra=["--limit", huge])) == sorted([k2, k3])
     # Text output: one line per hit, [marks]; no match: exit 0, a note on stderr.
     r = run_cli("search", "한국어", root=root)
     assert r.code == 0 and r.err == "", r
@@ -458,7 +467,11 @@ def test_control_characters_never_reach_the_terminal(tmp):
     new(root, "--title", "plain")
     content = "needle \x1b[31mred\x1b[0m\nline two\ttab \x00 \x7f \u009d end"
     ok("add", cid, "--role", "user", "-", root=root, stdin=content)
-    for args in (["ls"], ["show", cid], ["search", "needle"]):
+    mid = "m\x1b[2J\nx"  # a message id is any text without NUL
+    ok("add", cid, "--role", "assistant", "--content", "hi", "--id", mid,
+       "--thinking", "think \x1b[5m", root=root)
+    for args in (["ls"], ["show", cid], ["show", cid, "--thinking"],
+                 ["search", "needle"]):
         out = ok(*args, root=root)
         bad = [ch for ch in out if (ord(ch) < 0x20 and ch not in "\n\t") or
                0x7f <= ord(ch) <= 0x9f]
@@ -469,6 +482,7 @@ def test_control_characters_never_reach_the_terminal(tmp):
     assert "evil^[[2J^[]0;pwned^G second line<U+009B>31m" in rows[1] + rows[0], rows
     shown = ok("show", cid, root=root)
     assert "needle ^[[31mred^[[0m\n  line two\ttab ^@ ^? <U+009D> end" in shown, shown
+    assert " m^[[2J x\n" in shown, shown  # the id on its one line
     hits = ok("search", "needle", root=root)
     assert "[needle] ^[[31mred^[[0m line two tab" in hits, hits
     # --json: the exact text, escaped as JSON

@@ -9,20 +9,24 @@
  * through the API; the mirror is only touched directly to break it.
  */
 #define _GNU_SOURCE
+#include "internal.h"
 #include "mtest.h"
 #include "test.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static jm_error E;
@@ -109,6 +113,28 @@ static int dir_count(const char *path) {
   closedir(d);
   return n;
 }
+
+/* An allocation failure, injected where it matters: while fail_realloc_at
+ * is set, a realloc of exactly that many bytes fails (nothing else does).
+ * Linux without sanitizers only: their allocator cannot be mixed with the
+ * C library's. */
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#define CAN_FAIL_REALLOC 1
+static size_t fail_realloc_at;
+
+void *realloc(void *p, size_t n) {
+  static void *(*real)(void *, size_t);
+  if (real == NULL)
+    *(void **)&real = dlsym(RTLD_NEXT, "realloc");
+  if (fail_realloc_at != 0 && n == fail_realloc_at) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return real(p, n);
+}
+#else
+#define CAN_FAIL_REALLOC 0
+#endif
 
 /* Add a message; returns its id (static, rotating). */
 static const char *add(jm_store *s, const char *conv, const char *id,
@@ -596,6 +622,97 @@ static void test_read_locked_mirror(void) {
   store_close(s);
 }
 
+/* Writes while jmirrord holds the mirror ------------------------------------ */
+
+static jm_store *store_open_wait(const char *root, int wait_ms) {
+  jm_store_options o;
+  jm_store_options_init(&o);
+  o.sync = JM_SYNC_NONE;
+  o.wait_ms = wait_ms;
+  jm_store *s = NULL;
+  OK(jm_store_open(&s, root, &o, &E));
+  return s;
+}
+
+/* The mirror is held as "jmirrord" but no daemon answers: the write is in
+ * the journal, and the store says that the mirror was not confirmed to show
+ * it (JM_ETIMEDOUT) rather than claim every reader sees it. */
+static void test_write_unconfirmed(void) {
+  const char *root = fresh_root("unconfirmed");
+  jm_store *s = store_open_wait(root, 300);
+  OK(jm_store_create(s, "c1", NULL, NULL, NULL, NULL, &E));
+  jm_mirror *m;
+  jm_mirror_options mo = {.db_path = NULL, .read_only = 0, .max_line = 0};
+  OK(jm_mirror_open(&m, root, &mo, &E));
+  OK(jm_mirror_lock(m, 0, "jmirrord", &E));
+  const char *path = test_fmt("%s/journal/c1.jsonl", root);
+  long long before = fsize(path);
+  jm_message_in in = {.id = "m1", .role = "user", .content = "hello",
+                      .content_len = SIZE_MAX};
+  double t0 = now_s();
+  FAILS(JM_ETIMEDOUT, jm_store_add_message(s, "c1", &in, NULL, &E));
+  ASSERT(now_s() - t0 < 1 + 0.3 + 2 + 0.3 + 1); /* the documented bound */
+  ASSERT(strstr(E.msg, "'c1'") && strstr(E.msg, "in the journal"));
+  ASSERT(fsize(path) > before);
+  jm_mirror_unlock(m);
+  jm_mirror_close(m);
+  jm_message_list ml;
+  msgs_all(s, "c1", &ml); /* the write is there, once */
+  ASSERT_EQ(ml.n, 1);
+  jm_message_list_free(&ml);
+  store_close(s);
+}
+
+/* A stand-in for jmirrord that holds the mirror, takes one request and goes
+ * away without answering (the lock first, then the connection). */
+static void vanishing_daemon(const char *root, int ready) {
+  jm_mirror *m;
+  jm_mirror_options mo = {.db_path = NULL, .read_only = 0, .max_line = 0};
+  jm_error e;
+  if (jm_mirror_open(&m, root, &mo, &e) != 0 ||
+      jm_mirror_lock(m, 0, "jmirrord", &e) != 0)
+    _exit(3);
+  char *sock = jm_mirror_sibling(db_of(root), ".sock");
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+  int l = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+      listen(l, 4) != 0 || write(ready, "x", 1) != 1)
+    _exit(3);
+  int c = accept(l, NULL, NULL);
+  char buf[512];
+  if (c < 0 || read(c, buf, sizeof buf) <= 0)
+    _exit(3);
+  jm_mirror_unlock(m);
+  unlink(sock);
+  _exit(0);
+}
+
+/* The daemon goes away while a write waits for it: the store ingests the
+ * write itself, so the mirror shows it when the call returns. */
+static void test_write_daemon_gone(void) {
+  const char *root = fresh_root("gone");
+  jm_store *s = store_open_wait(root, 2000);
+  OK(jm_store_create(s, "c1", NULL, NULL, NULL, NULL, &E));
+  jm_message_list ml;
+  msgs_all(s, "c1", &ml);
+  jm_message_list_free(&ml);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t pid = fork();
+  if (pid == 0)
+    vanishing_daemon(root, ready[1]);
+  char x;
+  ASSERT_EQ(read(ready[0], &x, 1), 1);
+  add(s, "c1", "m1", "user", "hello", NULL);
+  int st;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT_EQ(mt_qi(db_of(root), "SELECT count(*) FROM messages WHERE id = "
+                               "'m1'"), 1);
+  store_close(s);
+}
+
 /* Healing after drift --------------------------------------------------------------- */
 
 static void expect_msgs(jm_store *s, const char *conv, int n,
@@ -818,6 +935,33 @@ static void test_messages_pagination(void) {
   ASSERT_STR_CONTAINS(E.msg, "no conversation 'none'");
   ASSERT_EQ(ml.n, 0);
   store_close(s);
+}
+
+/* Memory running out while a page of messages grows: an error, never a
+ * shorter page that looks like the whole conversation. */
+static void test_messages_out_of_memory(void) {
+#if CAN_FAIL_REALLOC
+  const char *root = fresh_root("oom");
+  jm_store *s = store_open(root);
+  OK(jm_store_create(s, "c1", NULL, NULL, NULL, NULL, &E));
+  for (int i = 0; i < 100; i++)
+    add(s, "c1", NULL, "user", "x", NULL);
+  jm_message_list ml;
+  msgs_all(s, "c1", &ml);
+  ASSERT_EQ(ml.n, 100);
+  jm_message_list_free(&ml);
+  fail_realloc_at = 128 * sizeof(jm_message); /* the growth past 64 */
+  FAILS(-ENOMEM, jm_store_messages(s, "c1", 0, 1000, &ml, &E));
+  fail_realloc_at = 0;
+  ASSERT_STR_CONTAINS(E.msg, "'c1'");
+  ASSERT_EQ(ml.n, 0);
+  OK(jm_store_messages(s, "c1", 0, 1000, &ml, &E));
+  ASSERT_EQ(ml.n, 100);
+  jm_message_list_free(&ml);
+  store_close(s);
+#else
+  printf("# skipped: realloc cannot be made to fail in this build\n");
+#endif
 }
 
 static void test_list_pagination(void) {
@@ -1284,8 +1428,12 @@ static void test_search(void) {
   hits_are_at(__LINE__, "👋 in ko", "k2", "k4", (const char *)NULL);
   search(s, "👋", "en", 0);
   hits_are_at(__LINE__, "👋 in en", (const char *)NULL);
-  search(s, "fox", "nosuch", 0);
-  hits_are_at(__LINE__, "fox in nosuch", (const char *)NULL);
+  /* A conversation that does not exist is said so, not searched empty. */
+  jm_search_results_free(&R);
+  jm_search_options nosuch = {.conversation_id = "nosuch"};
+  FAILS(JM_ENOTFOUND, jm_store_search(s, "fox", &nosuch, &R, &E));
+  ASSERT(strstr(E.msg, "'nosuch'") != NULL);
+  FAILS(JM_ENOTFOUND, jm_store_search(s, "fo", &nosuch, &R, &E));
 
   /* Deleted conversations: hidden unless asked for. */
   OK(jm_store_delete(s, "en", &E));
@@ -1342,6 +1490,30 @@ static void test_search(void) {
 
 /* A long message: the snippet of a scanned match is cut around it, on
  * character boundaries, with the marks. */
+/* Case folding as docs/store.md says: Unicode for indexed words of 3+
+ * characters (trigram), ASCII only for shorter words (LIKE) and for every
+ * word in rows the index has not reached yet (scanned while it builds). */
+static void test_search_case_folding(void) {
+  const char *root = fresh_root("fold");
+  jm_store *s = store_open(root);
+  OK(jm_store_create(s, "fr", NULL, NULL, NULL, NULL, &E));
+  add(s, "fr", "f1", "user", "Une école", NULL);
+  ASSERT_EQ(search(s, "ÉCOLE", "fr", 0), 1); /* folded */
+  ASSERT_EQ(search(s, "UNE", "fr", 0), 1);
+  ASSERT_EQ(search(s, "uN", "fr", 0), 1);               /* short, ASCII */
+  ASSERT_EQ(search(s, "éc", "fr", 0), 1);
+  ASSERT_EQ(search(s, "Éc", "fr", 0), 0); /* short: ASCII only */
+  /* The index not built yet (as after a rebuild): rows are scanned. */
+  db_exec(root, "INSERT INTO messages_fts (messages_fts) VALUES"
+               " ('delete-all'); UPDATE settings SET value = '0' WHERE"
+               " key = 'search_upto'");
+  ASSERT_EQ(search(s, "école", "fr", 0), 1);
+  ASSERT_EQ(search(s, "UNE", "fr", 0), 1);
+  ASSERT_EQ(search(s, "ÉCOLE", "fr", 0), 0);
+  jm_search_results_free(&R);
+  store_close(s);
+}
+
 static void test_search_snippets(void) {
   const char *root = fresh_root("snip");
   jm_store *s = store_open(root);
@@ -1463,20 +1635,53 @@ static void test_create_race(void) {
   free(data);
 }
 
+/* A create whose event cannot be written (the disk full) leaves no empty
+ * file behind: the id is free, not "already exists" with nothing in it. */
+static ssize_t write_enospc(int fd, const void *buf, size_t n) {
+  (void)fd;
+  (void)buf;
+  (void)n;
+  errno = ENOSPC;
+  return -1;
+}
+
+static void test_create_failed_frees_the_id(void) {
+  const char *root = fresh_root("nospace");
+  jm_store *s = store_open(root);
+  OK(jm_store_create(s, "first", NULL, NULL, NULL, NULL, &E));
+  jm__sys.write = write_enospc;
+  FAILS(-ENOSPC, jm_store_create(s, "c1", "t", NULL, NULL, NULL, &E));
+  jm__sys_reset();
+  ASSERT_EQ(fsize(test_fmt("%s/journal/c1.jsonl", root)), -1);
+  jm_message_in m = {.role = "user", .content = "x", .content_len = 1};
+  FAILS(JM_ENOTFOUND, jm_store_add_message(s, "c1", &m, NULL, &E));
+  OK(jm_store_create(s, "c1", "t", NULL, NULL, NULL, &E));
+  jm_conversation c;
+  OK(jm_store_get(s, "c1", &c, &E));
+  ASSERT_STR_EQ(c.title, "t");
+  jm_conversation_free(&c);
+  store_close(s);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_seed_exercise),
     TEST_CASE(test_generated_ids_ordered),
     TEST_CASE(test_errors),
     TEST_CASE(test_create_race),
+    TEST_CASE(test_create_failed_frees_the_id),
     TEST_CASE(test_read_your_writes),
     TEST_CASE(test_read_locked_mirror),
+    TEST_CASE(test_write_unconfirmed),
+    TEST_CASE(test_write_daemon_gone),
     TEST_CASE(test_heal_after_drift),
     TEST_CASE(test_parent_healing),
     TEST_CASE(test_messages_pagination),
+    TEST_CASE(test_messages_out_of_memory),
     TEST_CASE(test_list_pagination),
     TEST_CASE_T(test_list_10k_concurrent, 180),
     TEST_CASE(test_search),
     TEST_CASE(test_search_snippets),
+    TEST_CASE(test_search_case_folding),
     TEST_CASE_T(test_search_beyond_the_cut, 120),
     {0},
 };

@@ -111,7 +111,7 @@ int cmd_new(cli *c, int argc, char **argv) {
   jm_error_clear(&err);
   rc = jm_store_create(s, o.values[2], o.values[0], o.values[1], o.values[3],
                        id, &err);
-  if (rc == 0)
+  if (rc == 0 || rc == JM_ETIMEDOUT) /* written, only not confirmed */
     printf("%s\n", id);
   return close_store(s, rc ? cli_fail(&err) : EXIT_OK);
 }
@@ -184,7 +184,7 @@ int cmd_add(cli *c, int argc, char **argv) {
   jm_error_clear(&err);
   rc = jm_store_add_message(s, o.operands[0], &m, mid, &err);
   free(content);
-  if (rc == 0)
+  if (rc == 0 || rc == JM_ETIMEDOUT) /* written, only not confirmed */
     printf("%s\n", mid);
   return close_store(s, rc ? cli_fail(&err) : EXIT_OK);
 }
@@ -332,8 +332,9 @@ static void show_msg(const jm_message *m, int thinking) {
   char b[32];
   printf("\n[%s] ", when(m->created_at, b));
   put_str(m->role);
-  printf(" %s%s%s\n", m->id,
-         strcmp(m->status, "complete") ? " (streaming)" : "",
+  fputc(' ', stdout);
+  put_str(m->id); /* any text but NUL: shown like the content */
+  printf("%s%s\n", strcmp(m->status, "complete") ? " (streaming)" : "",
          m->edited_at ? " (edited)" : "");
   if (m->thinking && thinking) {
     printf("  <thinking>\n");
@@ -357,6 +358,9 @@ int cmd_show(cli *c, int argc, char **argv) {
   if ((o.values[2] && (rc = cli_parse_uint(c, "limit", o.values[2], &limit))) ||
       (o.values[3] && (rc = cli_parse_uint(c, "after", o.values[3], &after))))
     return rc;
+  if (after > INT64_MAX) /* a seq is an int64: no message lies beyond */
+    return cli_usage(c, "option '--after' is out of range (at most %lld)",
+                     (long long)INT64_MAX);
   if ((rc = check_id(o.operands[0])) != 0)
     return rc;
   jm_store *s;
