@@ -539,6 +539,44 @@ def test_mirror_deleted_under_daemon(tmp):
     assert log.count("deleted or replaced under jmirrord") >= 3, log
 
 
+def test_mirror_deleted_plain_verify(tmp):
+    """mirror.db, or its -wal, deleted while jmirrord runs and nothing else
+    happens: a plain `jmirror verify` (not --repair, which the daemon carries
+    out) first has the daemon check its file, so the daemon reopens and
+    rebuilds the mirror and verify sees every row; `status` notices too."""
+    root = os.path.join(tmp, "root")
+    db = mirror_db(root)
+    with Daemon(root) as d:
+        for k in range(6):
+            append(root, "c%d" % (k % 3), msg("m%d" % k, "text %d" % k))
+        wait_rows(root, 6, timeout=10)
+        for n, victim in enumerate([db, db + "-wal", db]):
+            if victim.endswith("-wal"):  # commits the -wal holds
+                append(root, "c%d" % n, msg("w%d" % n, "wal %d" % n))
+                wait_rows(root, 7, timeout=10)
+            assert os.path.exists(victim), victim
+            os.unlink(victim)
+            t0 = time.monotonic()
+            if n < 2:
+                code, j, r = verify(root)  # the first verify is already clean
+                took = time.monotonic() - t0
+                assert code == 0 and j["checked"] == 3, r
+                assert j["ok"] == 3 and j["behind"] == j["drift"] == 0, r
+                assert took < 10, took
+                assert "rebuilt it first" in r.err, r
+            else:  # status alone: says so, and the rebuild follows
+                st = d.status()
+                assert st["mirror_replaced"] is True, st
+                wait_status(root, lambda s: not s["mirror_replaced"], 10,
+                            "the mirror to be reopened")
+                wait_verify_clean(root, 10)
+            assert message_count(root) == (7 if n else 6), n
+        assert d.status()["mirror_replaced"] is False
+        assert d.alive()
+    log = d.log_text()
+    assert log.count("deleted or replaced under jmirrord") == 3, log
+
+
 def test_second_daemon_refused(tmp):
     root = os.path.join(tmp, "root")
     with Daemon(root) as d:
