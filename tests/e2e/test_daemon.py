@@ -577,6 +577,72 @@ def test_mirror_deleted_plain_verify(tmp):
     assert log.count("deleted or replaced under jmirrord") == 3, log
 
 
+def test_verify_not_ingested_is_behind(tmp):
+    """A journal file the mirror has not ingested yet (a daemon a moment
+    behind a new conversation) is behind, not drift: exit 0.  A file that
+    no longer matches what was ingested stays drift: exit 1."""
+    root = os.path.join(tmp, "root")
+    append(root, "a", msg("m1", "one"))
+    assert run_cli("ingest", root=root).code == 0
+    append(root, "b", msg("m1", "new"))
+    code, j, r = verify(root)
+    by = {c["conversation"]: c for c in j["conversations"]}
+    assert code == 0 and (j["ok"], j["behind"], j["drift"]) == (1, 1, 0), r
+    assert by["b"]["state"] == "behind", by
+    assert by["b"]["detail"].startswith("not in the mirror yet"), by
+    assert by["b"]["mirror_offset"] == 0 and by["b"]["file_offset"] > 0, by
+    r = run_cli("verify", root=root)
+    assert r.code == 0 and "behind b: not in the mirror yet" in r.out, r
+    # true drift next to it: a's bytes changed under the mirror
+    with open(jfile(root, "a"), "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(b"one", b"ONE"))
+    code, j, r = verify(root)
+    by = {c["conversation"]: c for c in j["conversations"]}
+    assert code == 1 and (j["behind"], j["drift"]) == (1, 1), r
+    assert by["a"]["state"] == "drift" and by["b"]["state"] == "behind", by
+    # a conversation with rows but no record of its file is drift too
+    db = sqlite3.connect(mirror_db(root))
+    db.execute("DELETE FROM sources WHERE conversation_id = 'a'")
+    db.commit()
+    db.close()
+    code, j, r = verify(root, "a")
+    assert code == 1 and j["drift"] == 1, r
+    assert "its conversation has rows" in j["conversations"][0]["detail"], r
+    r = run_cli("verify", "--repair", root=root)
+    assert r.code == 0, r
+    assert_verify_clean(root, 2)
+
+
+def test_verify_named_ids(tmp):
+    """`verify <id>`: an id neither journal/ nor the mirror knows is an
+    error naming it (exit 1); an id named twice is verified once.  The
+    same through the daemon (verify --repair)."""
+    root = os.path.join(tmp, "root")
+    append(root, "a", msg("m1", "one"))
+    assert run_cli("ingest", root=root).code == 0
+
+    def check(*extra):
+        r = run_cli("verify", *extra, "a", "nosuch", root=root)
+        assert r.code == 1 and r.out == "", r
+        assert "no conversation 'nosuch'" in r.err, r
+        assert "journal/nosuch.jsonl" in r.err and len(r.err.splitlines()) == 1, r
+        code, j, r = verify(root, *(extra + ("a", "a", "a")))
+        assert code == 0 and j["checked"] == 1, r
+        assert [c["conversation"] for c in j["conversations"]] == ["a"], r
+    check()
+    with Daemon(root):
+        wait_verify_clean(root, 10)
+        check("--repair")
+        check()
+    # known to the mirror only (its file gone): reported, not an error
+    os.unlink(jfile(root, "a"))
+    code, j, r = verify(root, "a")
+    assert code == 1 and j["drift"] == 1, r
+    assert "journal file is missing" in j["conversations"][0]["detail"], r
+
+
 def test_second_daemon_refused(tmp):
     root = os.path.join(tmp, "root")
     with Daemon(root) as d:
