@@ -1065,10 +1065,48 @@ def test_control_hostile_ids_and_wait(tmp):
 STATUS_DAEMON_KEYS = {"daemon", "pid", "root", "mirror", "uptime_s", "files_tracked",
                       "bytes_behind", "queued", "events_ingested", "bad_lines",
                       "ignored_files", "replays", "last_error", "busy", "journal_present",
-                      "backup"}
+                      "mirror_replaced", "backup"}
 STATUS_MIRROR_KEYS = {"daemon", "root", "mirror", "files_tracked", "files", "messages",
                       "bytes_behind", "bad_lines", "ignored_files", "journal_present",
                       "schema_version", "backup"}
+
+
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+
+
+def test_status_backup_exclusion(tmp):
+    """status says the mirror is excluded from backups only when mirror/
+    holds a CACHEDIR.TAG that starts with the standard signature, with or
+    without a daemon; jmirrord writes the tag at start when it is missing."""
+    root = os.path.join(tmp, "root")
+    tag = os.path.join(root, "mirror", "CACHEDIR.TAG")
+    append(root, "c1", msg("m1", "x"))
+    assert run_cli("ingest", root=root).code == 0
+    with open(tag, "rb") as f:
+        assert f.read().startswith(CACHEDIR_SIGNATURE + b"\n")
+
+    def excluded():
+        r = run_cli("status", root=root)
+        assert r.code == 0, r
+        j = json.loads(run_cli("status", "--json", root=root).out)
+        text = "mirror excluded by CACHEDIR.TAG" in r.out
+        assert text == j["backup"]["cachedir_tag"], (r, j)
+        assert text or "mirror NOT excluded by CACHEDIR.TAG" in r.out, r
+        return text
+    assert excluded()
+    for bad in [b"", b"hello\n", CACHEDIR_SIGNATURE[:-1] + b"0\n"]:
+        with open(tag, "wb") as f:
+            f.write(bad)
+        assert not excluded(), bad
+    os.unlink(tag)
+    assert not excluded()
+    with Daemon(root):
+        wait_rows(root, 1)
+        with open(tag, "rb") as f:
+            assert f.read().startswith(CACHEDIR_SIGNATURE + b"\n")
+        assert excluded()
+        os.unlink(tag)
+        assert not excluded()
 
 
 def test_status_with_and_without_daemon(tmp):
