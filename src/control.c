@@ -9,6 +9,7 @@
  *   {"cmd":"verify","ids":[ID...],"repair":BOOL}
  *   {"cmd":"ingest","ids":[ID...]}
  *   {"cmd":"reconcile"}
+ *   {"cmd":"check_mirror"}
  * Every response is one line with "ok": true, or "ok": false and "error".
  *
  * Hostile clients: a request line longer than MAX_REQUEST gets an error and
@@ -142,6 +143,11 @@ static void respond_error(jm__client *c, const char *fmt, ...) {
 /* Requests ---------------------------------------------------------------------------- */
 
 json_t *jm__status_json(jm__daemon *d) {
+  /* Status must not describe a mirror nobody else sees: if its file was
+   * deleted or replaced, say so and have the next job rebuild it. */
+  int replaced = jm__mirror_replaced(d);
+  if (replaced)
+    jm__request_reconcile(d);
   const char *busy = NULL;
   if (d->job)
     busy = d->job->kind == JM__JOB_INGEST      ? "ingest"
@@ -153,7 +159,7 @@ json_t *jm__status_json(jm__daemon *d) {
     queued++;
   return json_pack(
       "{s:b,s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s?,s:s?,s:b,"
-      "s:b}",
+      "s:b,s:b}",
       "ok",
       1, "pid", (int)getpid(), "root", d->root, "mirror", d->db_path,
       "uptime_s", (json_int_t)((jm__now_ms() - d->start_ms) / 1000),
@@ -165,7 +171,7 @@ json_t *jm__status_json(jm__daemon *d) {
       (json_int_t)d->drift_replays,
       "last_error", d->last_error[0] ? d->last_error : NULL, "busy", busy,
       "journal_present", d->watch != NULL, "search_index_complete",
-      d->index_done);
+      d->index_done, "mirror_replaced", replaced);
 }
 
 /* Check "ids": an array of valid conversation ids (may be required). */
@@ -247,6 +253,8 @@ static void dispatch(jm__client *c, json_t *req) {
   } else if (strcmp(cmd, "verify") == 0) {
     if (check_ids(c, req, 0) == 0)
       queue_request(c, req);
+  } else if (strcmp(cmd, "check_mirror") == 0) {
+    queue_request(c, req); /* the job's own check does the work */
   } else if (strcmp(cmd, "ingest") == 0) {
     if (check_ids(c, req, 0) == 0)
       queue_request(c, req);

@@ -450,11 +450,39 @@ static void finish_request(jm__daemon *d, jm__job *j) {
 
 static void shutdown_finish(jm__daemon *d);
 
+/* Loop thread, while no job runs: which files the connection has open. */
+static void note_mirror_files(jm__daemon *d) {
+  d->db_dev = (uint64_t)d->m->db_dev;
+  d->db_ino = (uint64_t)d->m->db_ino;
+  d->wal_ino = (uint64_t)d->m->wal_ino;
+}
+
+/* Does the mirror's path (or its -wal's) name another file than the one the
+ * daemon has open: deleted, or replaced?  A stat or two, on the loop thread;
+ * the job that runs next reopens and rebuilds it (jobs.c, check_mirror). */
+int jm__mirror_replaced(jm__daemon *d) {
+  struct stat st;
+  if (stat(d->db_path, &st) != 0 || (uint64_t)st.st_dev != d->db_dev ||
+      (uint64_t)st.st_ino != d->db_ino)
+    return 1;
+  if (d->wal_ino == 0) /* no -wal known yet */
+    return 0;
+  char *wal = jm_mirror_sibling(d->db_path, "-wal");
+  if (wal == NULL)
+    return 0;
+  int r = stat(wal, &st);
+  free(wal);
+  if (r != 0)
+    return errno == ENOENT;
+  return (uint64_t)st.st_ino != d->wal_ino;
+}
+
 static void job_after(uv_work_t *w, int status) {
   jm__job *j = w->data;
   jm__daemon *d = j->d;
   (void)status;
   d->job = NULL;
+  note_mirror_files(d);
   if (j->reopened) {
     jm__log(d, JM_LOG_WARN,
             "mirror '%s' was deleted or replaced under jmirrord: reopened "
@@ -777,6 +805,7 @@ static int open_mirror(jm__daemon *d, jm_error *err) {
             "as '%s.damaged'; ingesting every journal file anew",
             jm_mirror_db_path(d->m), jm_mirror_db_path(d->m));
   d->db_path = jm__strdup(jm_mirror_db_path(d->m));
+  note_mirror_files(d);
   long pid = 0;
   char who[64] = "";
   if (jm_mirror_lock_holder(d->db_path, &pid, who) == 1 &&

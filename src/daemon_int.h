@@ -95,6 +95,10 @@ typedef struct jm__daemon {
   jm_daemon_options opt;
   char *root, *journal_dir, *db_path, *sock_path; /* owned */
   jm_mirror *m;
+  /* Which files the mirror connection has open (copied from m whenever no
+   * job runs), so that the loop thread can tell, with a stat, that the
+   * path names another file now (jm__mirror_replaced). */
+  uint64_t db_dev, db_ino, wal_ino;
   uv_fs_event_t *watch;      /* on journal/, or NULL */
   uv_fs_event_t *root_watch; /* on the root while journal/ is missing */
   uint64_t journal_ino, journal_dev;
@@ -140,6 +144,7 @@ void jm__enqueue_request(jm__daemon *d, jm__request *r);
 void jm__add_waiter(jm__daemon *d, jm__client *c, const char *id,
                     uint64_t offset, int timeout_ms);
 uint64_t jm__now_ms(void);
+int jm__mirror_replaced(jm__daemon *d);
 
 /* jobs.c: run on the thread pool; finish on the loop */
 void jm__job_run(uv_work_t *w);

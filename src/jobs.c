@@ -10,7 +10,8 @@
  *              worked through in many short jobs;
  *   reconcile  one scan of journal/ (a stat per file, nothing read);
  *   request    a control request: replay, verify, ingest (these may be
- *              long; jm_mirror_interrupt() cancels them at shutdown);
+ *              long; jm_mirror_interrupt() cancels them at shutdown), or
+ *              check_mirror (only the check every job starts with);
  *   index      a slice of the full-text index, only when nothing else
  *              waits (after a rebuild the index starts empty).
  * Results are written into the job and read back on the loop thread.
@@ -237,6 +238,8 @@ static void run_request(jm__job *j) {
     j->response = do_replay(j);
   else if (strcmp(cmd, "verify") == 0)
     j->response = do_verify(j);
+  else if (strcmp(cmd, "check_mirror") == 0) /* check_mirror() ran first */
+    j->response = json_pack("{s:b,s:b}", "ok", 1, "reopened", j->reopened);
   else
     j->response = do_ingest(j);
 }

@@ -11,11 +11,17 @@
  * The file is folded up to the offset the mirror says it has ingested, so a
  * mirror that is merely behind is not called drift.  Per conversation:
  *   ok      rows equal, and the mirror has ingested up to the last LF;
- *   behind  rows equal for the part ingested, more complete lines follow;
+ *   behind  rows equal for the part ingested, more complete lines follow
+ *           (a file the mirror has not seen at all yet, and has no rows of,
+ *           is behind by all its complete lines: a daemon about to ingest a
+ *           new file is not drift);
  *   drift   anything else: rows missing / extra / changed (with the columns),
  *           conversation columns, bad lines, offset or line count differ,
  *           the file no longer matches what was ingested (hashes), the file
- *           is gone but rows remain, or the mirror has never seen the file.
+ *           is gone but rows remain, or the conversation has rows but no
+ *           record of its file.
+ * Ids asked for by name are checked once each, and one that neither
+ * journal/ nor the mirror knows is an error.
  * Verify never writes; repairing is the caller's choice (jmirror verify
  * --repair replays drifted conversations and ingests behind ones).
  */
@@ -396,6 +402,24 @@ static int source_row(vctx *v, const char *id, vfile *vf) {
   return 0;
 }
 
+/* A file with no sources row: merely not ingested yet (behind, or ok when
+ * it holds no complete line), unless its conversation has rows anyway. */
+static int report_unseen(vctx *v, jm_verify_item *it, const vfile *vf) {
+  it->not_ingested = 1;
+  it->file_offset = vf->last_lf;
+  if (vf->conv_in_mirror) {
+    it->state = JM_VERIFY_DRIFT;
+    snprintf(it->detail, sizeof it->detail,
+             "not in the mirror, but its conversation has rows there");
+  } else if (vf->last_lf > 0) {
+    it->state = JM_VERIFY_BEHIND;
+    snprintf(it->detail, sizeof it->detail,
+             "not in the mirror yet (0 of %llu bytes of complete lines)",
+             (unsigned long long)vf->last_lf);
+  }
+  return report(v, it);
+}
+
 /* Decide what to fold for one file; a verdict without folding goes to fn. */
 static int plan_file(vctx *v, const char *id, const char *path, vfile *vf,
                      int *fold_it) {
@@ -424,11 +448,7 @@ static int plan_file(vctx *v, const char *id, const char *path, vfile *vf,
   vf->last_lf = jm__last_lf(fd, vf->file_size);
   if (!vf->src.found) {
     jm__close(fd);
-    it.state = JM_VERIFY_DRIFT;
-    it.not_ingested = 1;
-    it.file_offset = vf->last_lf;
-    snprintf(it.detail, sizeof it.detail, "not in the mirror");
-    return report(v, &it);
+    return report_unseen(v, &it, vf);
   }
   if (vf->file_size < vf->src.offset)
     snprintf(vf->why, sizeof vf->why,
@@ -522,6 +542,25 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Does journal/ or the mirror know this conversation? */
+static int known(vctx *v, const char *id) {
+  char *path = jm_journal_path(v->live->root, id);
+  if (path == NULL)
+    return jm__errf(v->err, -ENOMEM, "out of memory");
+  struct stat st;
+  int have = lstat(path, &st) == 0 || errno != ENOENT;
+  vfile vf;
+  memset(&vf, 0, sizeof vf);
+  int rc = have ? 0 : source_row(v, id, &vf);
+  if (rc == 0 && !have && !vf.src.found && !vf.conv_in_mirror)
+    rc = jm__errf(v->err, -ENOENT,
+                  "no conversation '%s': no journal file '%s' and nothing "
+                  "in the mirror '%s'",
+                  id, path, v->live->db_path);
+  free(path);
+  return rc;
+}
+
 /* Every conversation: the files, plus ids the mirror has without a file. */
 static int all_ids(vctx *v, idlist *l) {
   int rc = jm_journal_scan(v->live->root, collect, l, NULL, v->err);
@@ -541,6 +580,30 @@ static int all_ids(vctx *v, idlist *l) {
       rc = collect(l, id);
   }
   sqlite3_finalize(st);
+  return rc;
+}
+
+/* Ids asked for by name: each once (sorted), and each known to journal/ or
+ * to the mirror, or the error says which is not. */
+static int named_ids(vctx *v, const char *const *ids, size_t n, idlist *l) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if ((rc = jm_id_check(ids[i], strlen(ids[i]), v->err)) == 0)
+      rc = collect(l, ids[i]);
+  if (rc)
+    return rc == -ENOMEM ? jm__errf(v->err, rc, "out of memory") : rc;
+  if (l->n > 1)
+    qsort(l->ids, l->n, sizeof *l->ids, cmp_str);
+  size_t k = 0;
+  for (size_t i = 0; i < l->n; i++) {
+    if (k > 0 && strcmp(l->ids[k - 1], l->ids[i]) == 0)
+      free(l->ids[i]);
+    else
+      l->ids[k++] = l->ids[i];
+  }
+  l->n = k;
+  for (size_t i = 0; rc == 0 && i < l->n; i++)
+    rc = known(v, l->ids[i]);
   return rc;
 }
 
@@ -568,10 +631,9 @@ int jm_mirror_verify(jm_mirror *m, const char *const *ids, size_t n_ids,
   int rc = open_scratch(&v, err);
   if (rc == 0)
     rc = jm__exec(&v.scratch, "BEGIN", err); /* one snapshot of the mirror */
-  for (size_t i = 0; rc == 0 && i < n_ids; i++)
-    if ((rc = jm_id_check(ids[i], strlen(ids[i]), err)) == 0)
-      rc = collect(&l, ids[i]);
-  if (rc == 0 && n_ids == 0)
+  if (rc == 0 && n_ids > 0)
+    rc = named_ids(&v, ids, n_ids, &l);
+  else if (rc == 0)
     rc = all_ids(&v, &l);
   if (rc == 0) {
     files = calloc(l.n ? l.n : 1, sizeof *files);

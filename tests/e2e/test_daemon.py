@@ -539,6 +539,110 @@ def test_mirror_deleted_under_daemon(tmp):
     assert log.count("deleted or replaced under jmirrord") >= 3, log
 
 
+def test_mirror_deleted_plain_verify(tmp):
+    """mirror.db, or its -wal, deleted while jmirrord runs and nothing else
+    happens: a plain `jmirror verify` (not --repair, which the daemon carries
+    out) first has the daemon check its file, so the daemon reopens and
+    rebuilds the mirror and verify sees every row; `status` notices too."""
+    root = os.path.join(tmp, "root")
+    db = mirror_db(root)
+    with Daemon(root) as d:
+        for k in range(6):
+            append(root, "c%d" % (k % 3), msg("m%d" % k, "text %d" % k))
+        wait_rows(root, 6, timeout=10)
+        for n, victim in enumerate([db, db + "-wal", db]):
+            if victim.endswith("-wal"):  # commits the -wal holds
+                append(root, "c%d" % n, msg("w%d" % n, "wal %d" % n))
+                wait_rows(root, 7, timeout=10)
+            assert os.path.exists(victim), victim
+            os.unlink(victim)
+            t0 = time.monotonic()
+            if n < 2:
+                code, j, r = verify(root)  # the first verify is already clean
+                took = time.monotonic() - t0
+                assert code == 0 and j["checked"] == 3, r
+                assert j["ok"] == 3 and j["behind"] == j["drift"] == 0, r
+                assert took < 10, took
+                assert "rebuilt it first" in r.err, r
+            else:  # status alone: says so, and the rebuild follows
+                st = d.status()
+                assert st["mirror_replaced"] is True, st
+                wait_status(root, lambda s: not s["mirror_replaced"], 10,
+                            "the mirror to be reopened")
+                wait_verify_clean(root, 10)
+            assert message_count(root) == (7 if n else 6), n
+        assert d.status()["mirror_replaced"] is False
+        assert d.alive()
+    log = d.log_text()
+    assert log.count("deleted or replaced under jmirrord") == 3, log
+
+
+def test_verify_not_ingested_is_behind(tmp):
+    """A journal file the mirror has not ingested yet (a daemon a moment
+    behind a new conversation) is behind, not drift: exit 0.  A file that
+    no longer matches what was ingested stays drift: exit 1."""
+    root = os.path.join(tmp, "root")
+    append(root, "a", msg("m1", "one"))
+    assert run_cli("ingest", root=root).code == 0
+    append(root, "b", msg("m1", "new"))
+    code, j, r = verify(root)
+    by = {c["conversation"]: c for c in j["conversations"]}
+    assert code == 0 and (j["ok"], j["behind"], j["drift"]) == (1, 1, 0), r
+    assert by["b"]["state"] == "behind", by
+    assert by["b"]["detail"].startswith("not in the mirror yet"), by
+    assert by["b"]["mirror_offset"] == 0 and by["b"]["file_offset"] > 0, by
+    r = run_cli("verify", root=root)
+    assert r.code == 0 and "behind b: not in the mirror yet" in r.out, r
+    # true drift next to it: a's bytes changed under the mirror
+    with open(jfile(root, "a"), "r+b") as f:
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(b"one", b"ONE"))
+    code, j, r = verify(root)
+    by = {c["conversation"]: c for c in j["conversations"]}
+    assert code == 1 and (j["behind"], j["drift"]) == (1, 1), r
+    assert by["a"]["state"] == "drift" and by["b"]["state"] == "behind", by
+    # a conversation with rows but no record of its file is drift too
+    db = sqlite3.connect(mirror_db(root))
+    db.execute("DELETE FROM sources WHERE conversation_id = 'a'")
+    db.commit()
+    db.close()
+    code, j, r = verify(root, "a")
+    assert code == 1 and j["drift"] == 1, r
+    assert "its conversation has rows" in j["conversations"][0]["detail"], r
+    r = run_cli("verify", "--repair", root=root)
+    assert r.code == 0, r
+    assert_verify_clean(root, 2)
+
+
+def test_verify_named_ids(tmp):
+    """`verify <id>`: an id neither journal/ nor the mirror knows is an
+    error naming it (exit 1); an id named twice is verified once.  The
+    same through the daemon (verify --repair)."""
+    root = os.path.join(tmp, "root")
+    append(root, "a", msg("m1", "one"))
+    assert run_cli("ingest", root=root).code == 0
+
+    def check(*extra):
+        r = run_cli("verify", *extra, "a", "nosuch", root=root)
+        assert r.code == 1 and r.out == "", r
+        assert "no conversation 'nosuch'" in r.err, r
+        assert "journal/nosuch.jsonl" in r.err and len(r.err.splitlines()) == 1, r
+        code, j, r = verify(root, *(extra + ("a", "a", "a")))
+        assert code == 0 and j["checked"] == 1, r
+        assert [c["conversation"] for c in j["conversations"]] == ["a"], r
+    check()
+    with Daemon(root):
+        wait_verify_clean(root, 10)
+        check("--repair")
+        check()
+    # known to the mirror only (its file gone): reported, not an error
+    os.unlink(jfile(root, "a"))
+    code, j, r = verify(root, "a")
+    assert code == 1 and j["drift"] == 1, r
+    assert "journal file is missing" in j["conversations"][0]["detail"], r
+
+
 def test_second_daemon_refused(tmp):
     root = os.path.join(tmp, "root")
     with Daemon(root) as d:
@@ -961,10 +1065,48 @@ def test_control_hostile_ids_and_wait(tmp):
 STATUS_DAEMON_KEYS = {"daemon", "pid", "root", "mirror", "uptime_s", "files_tracked",
                       "bytes_behind", "queued", "events_ingested", "bad_lines",
                       "ignored_files", "replays", "last_error", "busy", "journal_present",
-                      "backup"}
+                      "mirror_replaced", "backup"}
 STATUS_MIRROR_KEYS = {"daemon", "root", "mirror", "files_tracked", "files", "messages",
                       "bytes_behind", "bad_lines", "ignored_files", "journal_present",
                       "schema_version", "backup"}
+
+
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+
+
+def test_status_backup_exclusion(tmp):
+    """status says the mirror is excluded from backups only when mirror/
+    holds a CACHEDIR.TAG that starts with the standard signature, with or
+    without a daemon; jmirrord writes the tag at start when it is missing."""
+    root = os.path.join(tmp, "root")
+    tag = os.path.join(root, "mirror", "CACHEDIR.TAG")
+    append(root, "c1", msg("m1", "x"))
+    assert run_cli("ingest", root=root).code == 0
+    with open(tag, "rb") as f:
+        assert f.read().startswith(CACHEDIR_SIGNATURE + b"\n")
+
+    def excluded():
+        r = run_cli("status", root=root)
+        assert r.code == 0, r
+        j = json.loads(run_cli("status", "--json", root=root).out)
+        text = "mirror excluded by CACHEDIR.TAG" in r.out
+        assert text == j["backup"]["cachedir_tag"], (r, j)
+        assert text or "mirror NOT excluded by CACHEDIR.TAG" in r.out, r
+        return text
+    assert excluded()
+    for bad in [b"", b"hello\n", CACHEDIR_SIGNATURE[:-1] + b"0\n"]:
+        with open(tag, "wb") as f:
+            f.write(bad)
+        assert not excluded(), bad
+    os.unlink(tag)
+    assert not excluded()
+    with Daemon(root):
+        wait_rows(root, 1)
+        with open(tag, "rb") as f:
+            assert f.read().startswith(CACHEDIR_SIGNATURE + b"\n")
+        assert excluded()
+        os.unlink(tag)
+        assert not excluded()
 
 
 def test_status_with_and_without_daemon(tmp):

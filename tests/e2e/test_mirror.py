@@ -424,8 +424,15 @@ def test_drift_deleted_db(tmp):
         p = db_of(root) + suffix
         if os.path.exists(p):
             os.unlink(p)
-    # verify of a missing mirror: an empty one, where nothing is ingested.
-    drift_cycle(root, tmp, ids, ids, "not in the mirror")
+    # verify of a missing mirror: an empty one, where nothing is ingested
+    # yet: behind (not drift), and --repair catches up.
+    r = run_cli("verify", root=root)
+    assert r.code == 0 and summary(r.out) == (3, 0, 3, 0), r
+    for cid in ids:
+        assert re.search(r"^behind +%s: not in the mirror yet" % cid, r.out, re.M), r
+    r = run_cli("verify", "--repair", root=root)
+    assert r.code == 0 and summary(r.out) == (3, 3, 0, 0), r
+    assert_clean(root, tmp, len(ids))
 
 
 def test_drift_deleted_wal_after_clean_close(tmp):
@@ -561,9 +568,10 @@ def test_drift_file_gone_and_never_ingested(tmp):
     os.unlink(jfile(root, "gamma"))
     write(root, "delta", conversation("delta", 2))
     code, out, by = verify_json(root)
-    assert code == 1 and out["checked"] == 4 and out["drift"] == 2, out
+    assert code == 1 and out["checked"] == 4 and out["drift"] == 1, out
     assert "journal file is missing" in by["gamma"]["detail"], by
-    assert by["delta"]["detail"] == "not in the mirror", by
+    assert by["delta"]["state"] == "behind", by
+    assert by["delta"]["detail"].startswith("not in the mirror yet"), by
     r = run_cli("verify", "--repair", root=root)
     assert r.code == 0, r
     assert query(db_of(root), "SELECT id FROM conversations ORDER BY id") == [

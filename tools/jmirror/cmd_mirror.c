@@ -452,6 +452,22 @@ static int verify_via_daemon(cli *c, char **ids, int n, int json) {
   return drift ? EXIT_FAIL : EXIT_OK;
 }
 
+/* Plain verify reads the mirror itself; a running jmirrord first makes
+ * sure that the file at the path is the one it keeps (it reopens and
+ * rebuilds a mirror deleted or replaced under it).  0, or an exit code. */
+static int daemon_check_mirror(cli *c) {
+  json_t *req = json_pack("{s:s}", "cmd", "check_mirror"), *resp;
+  int rc = cli_delegate(c, req, &resp);
+  json_decref(req);
+  if (rc < 0)
+    return -rc;
+  if (rc > 0 && json_is_true(json_object_get(resp, "reopened")))
+    fprintf(stderr, "jmirror: the mirror had been deleted or replaced under "
+                    "jmirrord; it reopened and rebuilt it first\n");
+  json_decref(resp);
+  return 0;
+}
+
 int cmd_verify(cli *c, int argc, char **argv) {
   static const opt_spec specs[] = {{"repair", 0}, {"json", 0},
                                    {"threads", 1}, {"verbose", 0}, {NULL, 0}};
@@ -471,6 +487,8 @@ int cmd_verify(cli *c, int argc, char **argv) {
   int do_repair = op.values[0] != NULL;
   if (do_repair && (rc = verify_via_daemon(c, op.operands, op.n_operands,
                                            op.values[1] != NULL)) >= 0)
+    return rc;
+  if (!do_repair && (rc = daemon_check_mirror(c)) != 0)
     return rc;
   vout o = {0};
   o.json = op.values[1] != NULL;

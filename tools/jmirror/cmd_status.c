@@ -85,8 +85,11 @@ static void print_daemon(json_t *s) {
          busy ? ", busy: " : "", busy ? busy : "");
   printf("root:            %s\n",
          json_string_value(json_object_get(s, "root")));
-  printf("mirror:          %s\n",
-         json_string_value(json_object_get(s, "mirror")));
+  printf("mirror:          %s%s\n",
+         json_string_value(json_object_get(s, "mirror")),
+         json_is_true(json_object_get(s, "mirror_replaced"))
+             ? " (deleted or replaced under the daemon: being rebuilt)"
+             : "");
   printf("files tracked:   %lld\n",
          (long long)json_integer_value(json_object_get(s, "files_tracked")));
   printf("bytes behind:    %lld\n",
