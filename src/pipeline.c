@@ -16,8 +16,18 @@
  * the writer adds the running count.  Bytes after the last LF below the
  * size snapshot are a pending tail and belong to no chunk.
  *
+ * A file of one chunk (most files: up to CHUNK bytes) is also folded by
+ * its worker when the sink takes folded files (sink->folded): the worker
+ * applies its lines to a jm__fold of its own, with no loader, exactly as
+ * the writer would have (a fold of at most CHUNK bytes never reaches the
+ * writer's flush threshold, so the result is the same), and the writer
+ * only writes the rows.  Longer files are folded by the writer in order:
+ * their fold may flush to SQLite and read rows back, which only the writer
+ * can do.
+ *
  * Memory is bounded: a worker may not run more than WINDOW chunks ahead of
- * the writer, and each chunk holds about CHUNK bytes of records.
+ * the writer, and each chunk holds about CHUNK bytes of records, or the
+ * fold of a file of at most CHUNK bytes.
  */
 #include "pipeline.h"
 
@@ -55,6 +65,9 @@ typedef struct pl_chunk {
   pl_rec *recs;
   size_t nrecs, caprecs;
   jm__buf arena;
+  int folded;               /* the whole file folded into `fold` */
+  jm__fold fold;
+  uint64_t events, bad;     /* lines folded, valid and bad */
 } pl_chunk;
 
 typedef struct jm__pipeline {
@@ -64,6 +77,7 @@ typedef struct jm__pipeline {
   uint32_t *chunk_no;       /* chunk index -> chunk number within its file */
   size_t nchunks;
   size_t max_line;
+  int fold_small;           /* fold one-chunk files on the workers */
   pl_chunk *slots;          /* ring of `window` chunks */
   size_t window;
   pthread_mutex_t mu;
@@ -123,6 +137,23 @@ static int record(pl_chunk *c, int status, jm_read *rd) {
   return rc;
 }
 
+/* Fold one line of a one-chunk file on the worker. */
+static int fold_read(pl_chunk *c, int status, jm_read *rd) {
+  if (status == JM_READ_BAD) {
+    c->bad++;
+    return jm__fold_bad(&c->fold, rd->line, rd->offset, rd->bad.reason,
+                        rd->bad.msg);
+  }
+  jm__fev fev;
+  char *tmp;
+  int rc = jm__fev_from_event(&rd->event, rd->line, &fev, &tmp);
+  if (rc == 0)
+    rc = jm__fold_apply(&c->fold, &fev);
+  free(tmp);
+  c->events++;
+  return rc;
+}
+
 /* Working one chunk -------------------------------------------------------------- */
 
 /* Where the first line owned by chunk `no` starts; UINT64_MAX if none. */
@@ -169,6 +200,7 @@ static int work_chunk(jm__pipeline *p, size_t k, pl_chunk *c) {
     rc = -ENOMEM;
     goto out;
   }
+  c->folded = p->fold_small && f->nchunks == 1;
   jm_reader_seek(r, start, 0);
   jm__reader_stop_at(r, nominal_end);
   uint64_t pos = start;
@@ -186,7 +218,8 @@ static int work_chunk(jm__pipeline *p, size_t k, pl_chunk *c) {
     jm_read rd;
     int st;
     while (rc == 0 && (st = jm_reader_next(r, &rd)) != JM_READ_NEED_MORE)
-      rc = st < 0 ? st : record(c, st, &rd);
+      rc = st < 0 ? st : c->folded ? fold_read(c, st, &rd)
+                                    : record(c, st, &rd);
     done = jm_reader_offset(r) >= nominal_end;
   }
   c->lines = jm_reader_line(r);
@@ -249,6 +282,9 @@ static void slot_reset(pl_chunk *c) {
   c->lines = c->end = c->bytes = 0;
   c->nrecs = 0;
   c->arena.len = 0;
+  c->folded = 0;
+  c->events = c->bad = 0;
+  jm__fold_release(&c->fold); /* empty unless the sink failed first */
 }
 
 static void stop_workers(jm__pipeline *p) {
@@ -267,6 +303,7 @@ static void pipeline_free(jm__pipeline *p) {
   for (size_t i = 0; p->slots && i < p->window; i++) {
     free(p->slots[i].recs);
     jm__buf_release(&p->slots[i].arena);
+    jm__fold_release(&p->slots[i].fold);
   }
   free(p->slots);
   free(p->threads);
@@ -330,7 +367,11 @@ static int write_chunk(jm__pipeline *p, jm__pl_sink *sink, size_t k,
     *skip = fi;
     return rc;
   }
-  if ((rc = deliver(sink, f, c, *base)) != 0)
+  if (c->folded)
+    rc = sink->folded(sink->ctx, f, &c->fold, c->events, c->bad);
+  else
+    rc = deliver(sink, f, c, *base);
+  if (rc != 0)
     return rc;
   *base += c->lines;
   if (c->end)
@@ -372,6 +413,7 @@ int jm__pipeline_run(jm__pl_file *files, size_t nfiles, int threads,
   p.files = files;
   p.nfiles = nfiles;
   p.max_line = max_line;
+  p.fold_small = sink->folded != NULL;
   pthread_mutex_init(&p.mu, NULL);
   pthread_cond_init(&p.ready, NULL);
   pthread_cond_init(&p.space, NULL);

@@ -32,6 +32,12 @@ typedef struct jm__pl_sink {
   int (*io_error)(void *ctx, jm__pl_file *f, int err, int begun);
   void (*progress)(void *ctx, uint64_t bytes); /* optional */
   int (*canceled)(void *ctx); /* optional: non-zero stops with JM_ECANCELED */
+  /* Optional.  When set, a file of one chunk arrives folded by a worker
+   * instead of as event()/bad() calls: between begin(f) and end(f), one
+   * folded(f, fold, events, bad).  *fold was folded with no loader; the
+   * sink takes what it holds (leave *fold empty, e.g. by moving it). */
+  int (*folded)(void *ctx, jm__pl_file *f, jm__fold *fold, uint64_t events,
+                uint64_t bad);
 } jm__pl_sink;
 
 int jm__pipeline_run(jm__pl_file *files, size_t nfiles, int threads,

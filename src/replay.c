@@ -116,6 +116,19 @@ static int s_io_error(void *ctx, jm__pl_file *f, int err, int begun) {
   return jm__errno_f(s->err, -err, "cannot read '%s'", f->path);
 }
 
+/* A file folded by a pipeline worker: take its fold as if folded here. */
+static int s_folded(void *ctx, jm__pl_file *f, jm__fold *fold,
+                    uint64_t events, uint64_t bad) {
+  sink_ctx *s = ctx;
+  (void)f;
+  jm__fold_release(&s->fold); /* as begin() left it: empty */
+  s->fold = *fold;
+  memset(fold, 0, sizeof *fold);
+  s->stats->events += events;
+  s->stats->bad_lines += bad;
+  return 0;
+}
+
 static void s_progress(void *ctx, uint64_t bytes) {
   sink_ctx *s = ctx;
   s->done += bytes;
@@ -130,8 +143,8 @@ static int s_canceled(void *ctx) {
 }
 
 static jm__pl_sink make_sink(sink_ctx *s) {
-  jm__pl_sink k = {s,          s_begin,    s_event,   s_bad,
-                   s_end,      s_io_error, s_progress, s_canceled};
+  jm__pl_sink k = {s,          s_begin,    s_event,    s_bad,     s_end,
+                   s_io_error, s_progress, s_canceled, s_folded};
   return k;
 }
 

@@ -334,6 +334,19 @@ static int v_bad(void *ctx, jm__pl_file *f, uint64_t line, uint64_t offset,
   return rc ? jm__errf(v->err, rc, "out of memory") : 0;
 }
 
+/* A file folded by a pipeline worker: take its fold as if folded here. */
+static int v_folded(void *ctx, jm__pl_file *f, jm__fold *fold,
+                    uint64_t events, uint64_t bad) {
+  vctx *v = ctx;
+  (void)f;
+  (void)events;
+  (void)bad;
+  jm__fold_release(&v->fold); /* as v_begin() left it: empty */
+  v->fold = *fold;
+  memset(fold, 0, sizeof *fold);
+  return 0;
+}
+
 static int v_end(void *ctx, jm__pl_file *f, uint64_t offset, uint64_t lines) {
   vctx *v = ctx;
   vfile *vf = f->user;
@@ -656,8 +669,8 @@ int jm_mirror_verify(jm_mirror *m, const char *const *ids, size_t n_ids,
     } else
       free(path);
   }
-  jm__pl_sink sink = {&v,   v_begin,    v_event,    v_bad,
-                      v_end, v_io_error, v_progress, v_canceled};
+  jm__pl_sink sink = {&v,         v_begin,    v_event,    v_bad,   v_end,
+                      v_io_error, v_progress, v_canceled, v_folded};
   if (rc == 0 && nf > 0) {
     int t = threads > 0 ? threads : (int)uv_available_parallelism();
     jm__set_aux(m, v.scratch.db);

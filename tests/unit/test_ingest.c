@@ -16,9 +16,11 @@
  * must give identical rows in every table.  A file of several MiB, with
  * lines placed across the pipeline's 1 MiB chunk boundaries, must give the
  * same rows on 1, 2, 3 and 4 threads, with the default maximum line and with
- * a 4096-byte one.
+ * a 4096-byte one.  The pipeline's workers fold one-chunk files
+ * themselves; what they hand over equals the writer's own fold.
  */
 #include "mtest.h"
+#include "pipeline.h"
 #include "test.h"
 
 #include <errno.h>
@@ -1145,6 +1147,147 @@ static void test_index_build_automerge(void) {
   mt_buf_free(&a);
 }
 
+/* ------------------------------------------------------------------ */
+/* The pipeline folds one-chunk files on its workers.                   */
+
+typedef struct fold_sum {
+  int64_t message_count, bad_lines, unknown;
+  char updated_at[JM_TS_LEN + 1];
+  uint64_t present, digest, events, bad;
+  int via_events, via_folded;
+} fold_sum;
+
+typedef struct pl_probe {
+  jm__fold fold;
+  fold_sum sums[3];
+} pl_probe;
+
+static int probe_index(jm__pl_file *f) { return (int)(intptr_t)f->user; }
+
+static int probe_begin(void *ctx, jm__pl_file *f) {
+  pl_probe *p = ctx;
+  (void)f;
+  jm__fold_init(&p->fold, NULL, NULL);
+  return 0;
+}
+
+static int probe_event(void *ctx, jm__pl_file *f, const jm__fev *ev) {
+  pl_probe *p = ctx;
+  p->sums[probe_index(f)].via_events++;
+  p->sums[probe_index(f)].events++;
+  return jm__fold_apply(&p->fold, ev);
+}
+
+static int probe_bad(void *ctx, jm__pl_file *f, uint64_t line,
+                     uint64_t offset, jm_bad_reason reason, const char *msg) {
+  pl_probe *p = ctx;
+  p->sums[probe_index(f)].bad++;
+  return jm__fold_bad(&p->fold, line, offset, reason, msg);
+}
+
+static int probe_folded(void *ctx, jm__pl_file *f, jm__fold *fold,
+                        uint64_t events, uint64_t bad) {
+  pl_probe *p = ctx;
+  fold_sum *s = &p->sums[probe_index(f)];
+  s->via_folded++;
+  s->events += events;
+  s->bad += bad;
+  jm__fold_release(&p->fold);
+  p->fold = *fold;
+  memset(fold, 0, sizeof *fold);
+  return 0;
+}
+
+static int probe_end(void *ctx, jm__pl_file *f, uint64_t offset,
+                     uint64_t lines) {
+  pl_probe *p = ctx;
+  fold_sum *s = &p->sums[probe_index(f)];
+  (void)offset;
+  (void)lines;
+  s->message_count = p->fold.conv.message_count;
+  s->bad_lines = p->fold.conv.bad_lines;
+  s->unknown = p->fold.conv.unknown_events;
+  memcpy(s->updated_at, p->fold.conv.updated_at, sizeof s->updated_at);
+  for (size_t i = 0; i < p->fold.nbuckets; i++)
+    for (jm__msg *m = p->fold.buckets[i]; m; m = m->next) {
+      if (!m->exists)
+        continue;
+      uint64_t h = (uint64_t)m->seq * 1000003u + (uint64_t)m->role;
+      for (size_t k = 0; k < m->content.len; k++)
+        h = h * 31 + (unsigned char)m->content.p[k];
+      for (size_t k = 0; !m->thinking_null && k < m->thinking.len; k++)
+        h = h * 37 + (unsigned char)m->thinking.p[k];
+      h += m->complete ? 7 : 0;
+      s->digest += h; /* order-free: the cache's order is the hash's */
+      s->present++;
+    }
+  jm__fold_release(&p->fold);
+  return 0;
+}
+
+static int probe_io_error(void *ctx, jm__pl_file *f, int err, int begun) {
+  (void)ctx;
+  (void)begun;
+  test_fail(__FILE__, __LINE__, "cannot read %s: %d", f->path, err);
+  return err;
+}
+
+static void run_probe(jm__pl_file *files, int threads, int worker_fold,
+                      pl_probe *p) {
+  memset(p, 0, sizeof *p);
+  jm__pl_sink k = {p,           probe_begin, probe_event, probe_bad,
+                   probe_end,   probe_io_error, NULL, NULL,
+                   worker_fold ? probe_folded : NULL};
+  ASSERT_OK(jm__pipeline_run(files, 3, threads, 0, &k));
+  jm__fold_release(&p->fold);
+}
+
+static void test_pipeline_folds_on_workers(void) {
+  const char *root = mt_root("plfold");
+  const char *ids[3] = {"small-a", "big", "small-b"};
+  int n[3] = {300, 30000, 500};
+  jm__pl_file files[3];
+  for (int i = 0; i < 3; i++) {
+    mt_buf b = {0};
+    gen_file(40 + (uint64_t)i, ids[i], n[i], &b);
+    mt_write(root, ids[i], b.p, b.len);
+    files[i] = (jm__pl_file){(char *)ids[i],
+                             jm_journal_path(root, ids[i]), b.len, 0,
+                             (void *)(intptr_t)i};
+    mt_buf_free(&b);
+  }
+  ASSERT(files[0].size < ((uint64_t)1 << 20));
+  ASSERT(files[1].size > ((uint64_t)2 << 20)); /* several chunks */
+  ASSERT(files[2].size < ((uint64_t)1 << 20));
+  for (int t = 1; t <= 3; t++) {
+    pl_probe ref, got;
+    run_probe(files, t, 0, &ref);
+    run_probe(files, t, 1, &got);
+    for (int i = 0; i < 3; i++) {
+      fold_sum *a = &ref.sums[i], *b = &got.sums[i];
+      ASSERT_EQ(a->via_folded, 0);
+      if (i == 1) { /* several chunks: folded by the writer, in order */
+        ASSERT_EQ(b->via_folded, 0);
+        ASSERT(b->via_events > 0);
+      } else { /* one chunk: folded by a worker, handed over whole */
+        ASSERT_EQ(b->via_folded, 1);
+        ASSERT_EQ(b->via_events, 0);
+      }
+      ASSERT(a->present > 0);
+      ASSERT_EQ(a->present, b->present);
+      ASSERT_EQ(a->digest, b->digest);
+      ASSERT_EQ(a->events, b->events);
+      ASSERT_EQ(a->bad, b->bad);
+      ASSERT_EQ(a->message_count, b->message_count);
+      ASSERT_EQ(a->bad_lines, b->bad_lines);
+      ASSERT_EQ(a->unknown, b->unknown);
+      ASSERT_STR_EQ(a->updated_at, b->updated_at);
+    }
+  }
+  for (int i = 0; i < 3; i++)
+    free(files[i].path);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_generator_sanity),
     TEST_CASE_T(test_property_seeds_1_4, 120),
@@ -1158,6 +1301,7 @@ static const test_case cases[] = {
     TEST_CASE_T(test_replay_diff_equals_fresh, 120),
     TEST_CASE_T(test_replay_diff_recreate_after_flush, 120),
     TEST_CASE(test_index_build_automerge),
+    TEST_CASE_T(test_pipeline_folds_on_workers, 120),
     {0},
 };
 
