@@ -15,6 +15,8 @@ struct jm_store {
   jm_mirror *m;          /* the read path (read-write: it may ingest) */
   char **written;        /* conversations written since the last list/search */
   size_t nwritten, capwritten;
+  int64_t search_steps;  /* SQLite VM steps of the last search's query:
+                          * what it cost, for tests to bound */
 };
 
 /* Make the mirror's view of one conversation current (heal on read). */

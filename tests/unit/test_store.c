@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 #include "mtest.h"
+#include "store_int.h"
 #include "test.h"
 
 #include <dirent.h>
@@ -1591,6 +1592,31 @@ static void test_search_beyond_the_cut(void) {
   store_close(s);
 }
 
+/* With the index complete, a word found nowhere costs a lookup, not a
+ * read of every message: the scan of rows not indexed yet must not become
+ * a scan of all of them (rowid > 2^63-1 made SQLite do just that). */
+static void test_search_cost_with_complete_index(void) {
+  const char *root = fresh_root("cost");
+  jm_store *s = store_open(root);
+  mkdir(test_fmt("%s/journal", root), 0700);
+  jm_message_list l;
+  put_msgs(root, "big", "b", 5000, "needle in a haystack");
+  msgs_all(s, "big", &l);
+  jm_message_list_free(&l);
+  ASSERT_EQ(search(s, "xylophone", NULL, 0), 0);
+  jm_search_results_free(&R);
+  ASSERT(s->search_steps > 0);
+  if (s->search_steps > 1000)
+    test_fail(__FILE__, __LINE__, "absent word: %lld VM steps for 5000 rows",
+              (long long)s->search_steps);
+  ASSERT_EQ(search(s, "xylophone", "big", 0), 0); /* one conversation */
+  jm_search_results_free(&R);
+  ASSERT(s->search_steps <= 1000);
+  ASSERT_EQ(search(s, "haystack", NULL, 0), 50); /* still finds */
+  jm_search_results_free(&R);
+  store_close(s);
+}
+
 /* Processes creating one id at once: exactly one succeeds, the others
  * are told it exists, and the file holds one conversation.created. */
 static void test_create_race(void) {
@@ -1683,6 +1709,7 @@ static const test_case cases[] = {
     TEST_CASE(test_search_snippets),
     TEST_CASE(test_search_case_folding),
     TEST_CASE_T(test_search_beyond_the_cut, 120),
+    TEST_CASE_T(test_search_cost_with_complete_index, 120),
     {0},
 };
 
