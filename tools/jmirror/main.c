@@ -147,8 +147,17 @@ const command cli_commands[] = {
    "not is copied whole and reported.  Files gone from the root are kept.\n"
    "--with-mirror adds a consistent snapshot of the mirror (VACUUM INTO).\n"
    "--check reads every byte of DEST and compares it with the manifest.\n"
-   "DEST must be outside the root.  A failed run leaves DEST as the\n"
-   "previous complete backup.\n"
+   "A failed run leaves DEST as the previous complete backup.\n"
+   "\n"
+   "The root is never written.  Refused, nothing changed (exit 2): a DEST\n"
+   "inside the root; a DEST/journal or DEST/mirror that leads into the\n"
+   "root (symbolic link, bind mount); journal files of DEST that are the\n"
+   "root's own (a hard-link copy of the root); a symbolic link where a\n"
+   "file of DEST/journal would be written; a DEST whose manifest names\n"
+   "another root (remove DEST/MANIFEST.json if the root was moved).\n"
+   "Files of DEST hard-linked to an earlier backup are replaced whole,\n"
+   "never changed in place.\n"
+   "One backup or --check of a DEST at a time.  See docs/backups.md.\n"
    "Exit: 0 done (check: all match); 1 an error or a mismatch; 2 usage.\n",
    cmd_backup, 1},
   {"service", "install jmirrord as a login service (launchd/systemd)",
