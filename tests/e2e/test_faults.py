@@ -244,8 +244,10 @@ def error_lines(d, since=0):
 
 
 def test_daemon_mirror_write_faults(tmp):
-    """jmirrord with every write to mirror/ failing, first ENOSPC then EIO,
-    each for a few seconds while events arrive: it keeps running and
+    """jmirrord with every write to mirror/ failing, first ENOSPC, then EIO,
+    then short writes (half a page or frame written, then the disk full:
+    torn WAL frames a later commit must not take for whole), each for a
+    few seconds while events arrive: it keeps running and
     answering, logs one clear line per failed attempt (no more often than
     the back-off allows), retries, and converges once the fault is lifted."""
     if not have_shim():
@@ -261,7 +263,8 @@ def test_daemon_mirror_write_faults(tmp):
         wait_rows(root, 10)
         total = 10
         for word, cause in (("enospc", r"database or disk is full|No space left"),
-                            ("eio", r"disk I/O error")):
+                            ("eio", r"disk I/O error"),
+                            ("short", r"database or disk is full|No space left")):
             seen = len(d.log_text().splitlines())
             set_fault(ctl, word)
             t0 = time.monotonic()
