@@ -175,15 +175,25 @@ int jm__mirror_dir_mark(const char *dir) {
   char *tag = jm__path_join(dir, "CACHEDIR.TAG");
   if (tag == NULL)
     return -ENOMEM;
-  struct stat st;
+  /* Missing, or not starting with the signature (emptied, edited, cut
+   * short): backup tools would copy the mirror.  Our own directory: the
+   * tag is written whole again. */
+  char head[43];
+  int fd = jm__open(tag, O_RDONLY | O_NOFOLLOW, 0);
+  int ok = fd >= 0 && jm__pread_full(fd, head, sizeof head, 0) == 43 &&
+           memcmp(head, cachedir_tag_text, sizeof head) == 0;
+  if (fd >= 0)
+    jm__close(fd);
   int rc = 0;
-  if (stat(tag, &st) != 0)
+  if (!ok)
     rc = jm__write_file_atomic(tag, cachedir_tag_text,
                                sizeof cachedir_tag_text - 1, 0600, NULL);
   free(tag);
 #ifdef __APPLE__
   /* What `tmutil addexclusion` writes: a sticky exclusion that follows the
-   * directory when it is moved or restored. */
+   * directory when it is moved or restored.  A failure (a file system
+   * without xattrs) is not an error of the open: `jmirror status` reads
+   * the attribute back and says whether the mirror is excluded. */
   static const char val[] =
     "bplist00_\x10\x11" "com.apple.backupd\x08\x00\x00\x00\x00\x00\x00\x01\x01"
     "\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"

@@ -1077,7 +1077,8 @@ CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 def test_status_backup_exclusion(tmp):
     """status says the mirror is excluded from backups only when mirror/
     holds a CACHEDIR.TAG that starts with the standard signature, with or
-    without a daemon; jmirrord writes the tag at start when it is missing."""
+    without a daemon; jmirrord and the writing commands write the tag
+    when it is missing or does not start with the signature."""
     root = os.path.join(tmp, "root")
     tag = os.path.join(root, "mirror", "CACHEDIR.TAG")
     append(root, "c1", msg("m1", "x"))
@@ -1098,6 +1099,13 @@ def test_status_backup_exclusion(tmp):
         with open(tag, "wb") as f:
             f.write(bad)
         assert not excluded(), bad
+        # the next writer of the mirror writes it whole again
+        assert run_cli("ingest", root=root).code == 0
+        with open(tag, "rb") as f:
+            assert f.read().startswith(CACHEDIR_SIGNATURE + b"\n"), bad
+        assert excluded(), bad
+        with open(tag, "wb") as f:
+            f.write(bad)
     os.unlink(tag)
     assert not excluded()
     with Daemon(root):
