@@ -863,6 +863,16 @@ def test_errors_lists_bad_lines(tmp):
     assert r.code == 0 and r.out == "" and r.err == "no bad lines recorded\n", r
     r = run_cli("errors", "c2", "--json", root=root)
     assert r.code == 0 and r.out == "" and r.err == "", r
+    # A bad line appended since the last ingest is listed too: errors
+    # answers for the journal as it is, as reads do.
+    with open(os.path.join(root, "journal", "c2.jsonl"), "ab") as f:
+        f.write(b"garbage\n")
+    r = run_cli("errors", "c2", root=root)
+    assert r.code == 0 and re.match(r"^c2:2 \(byte \d+\): invalid_json: ", r.out), r
+    # An id with no journal file is an error, not "no bad lines".
+    r = run_cli("errors", "nosuch", root=root)
+    assert r.code == 1 and r.out == "" and "no conversation 'nosuch'" in r.err, r
+    assert len(r.err.splitlines()) == 1, r
     # The same records after a replay.
     before = dump(db_of(root))
     assert run_cli("replay", "--all", root=root).code == 0

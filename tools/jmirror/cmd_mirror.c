@@ -621,6 +621,35 @@ int cmd_ingest(cli *c, int argc, char **argv) {
 
 /* errors ----------------------------------------------------------------------- */
 
+/* errors answers for the journal as it is now, as the reads of the store
+ * do: the mirror is brought up to date first (by jmirrord when it runs),
+ * so that a bad line appended since the last ingest is listed. */
+static int errors_current(cli *c, char **ids, int n) {
+  json_t *req = json_pack("{s:s,s:o}", "cmd", "ingest", "ids",
+                          ids_array(ids, n));
+  json_t *resp;
+  int rc = cli_delegate(c, req, &resp);
+  json_decref(req);
+  if (rc < 0)
+    return -rc;
+  json_decref(resp);
+  if (rc == 1)
+    return 0;
+  jm_mirror *m;
+  if ((rc = cli_open_mirror(c, 0, &m)) != 0)
+    return rc;
+  if ((rc = lock_or_fail(m, "jmirror errors")) == 0) {
+    jm_error err;
+    jm_error_clear(&err);
+    jm_catchup_stats st;
+    if (jm_mirror_catch_up(m, (const char *const *)ids, (size_t)n, NULL,
+                           NULL, NULL, &st, &err) != 0)
+      rc = cli_fail(&err);
+  }
+  jm_mirror_close(m);
+  return rc;
+}
+
 int cmd_errors(cli *c, int argc, char **argv) {
   static const opt_spec specs[] = {{"json", 0}, {NULL, 0}};
   opt_result o;
@@ -634,7 +663,22 @@ int cmd_errors(cli *c, int argc, char **argv) {
       jm_id_check(o.operands[0], strlen(o.operands[0]), &err) != 0)
     return cli_fail(&err);
   jm_mirror *m;
-  if ((rc = cli_open_mirror(c, 1, &m)) != 0)
+  if ((rc = cli_open_mirror(c, 1, &m)) != 0) /* none yet: said so */
+    return rc;
+  jm_mirror_close(m);
+  if (o.n_operands == 1) { /* a typo must not look like "no bad lines" */
+    char *path = jm_journal_path(c->root, o.operands[0]);
+    struct stat st;
+    int gone = path && lstat(path, &st) != 0 && errno == ENOENT;
+    if (gone)
+      cli_err("no conversation '%s': no journal file '%s'", o.operands[0],
+              path);
+    free(path);
+    if (gone)
+      return EXIT_FAIL;
+  }
+  if ((rc = errors_current(c, o.operands, o.n_operands)) != 0 ||
+      (rc = cli_open_mirror(c, 1, &m)) != 0)
     return rc;
   jm_bad_line_iter *it = NULL;
   jm_error_clear(&err);

@@ -178,7 +178,10 @@ const command cli_commands[] = {
    "List the journal lines that broke the format: conversation, line\n"
    "number, byte offset, reason (too_long, invalid_utf8, invalid_json,\n"
    "not_object, duplicate_key, unsupported_version, conversation_mismatch,\n"
-   "missing_member, bad_ts, wrong_type) and a message.\n"
+   "missing_member, bad_ts, wrong_type) and a message.  The mirror is\n"
+   "brought up to date first (by jmirrord when it runs), so lines\n"
+   "appended since the last ingest are listed too.  An id with no journal\n"
+   "file is an error.\n"
    "Exit: 0; 1 on an error; 2 usage.\n",
    cmd_errors, 1},
   {NULL, NULL, NULL, NULL, 0},
