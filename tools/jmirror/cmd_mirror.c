@@ -626,7 +626,8 @@ int cmd_ingest(cli *c, int argc, char **argv) {
  * so that a bad line appended since the last ingest is listed.  Where it
  * cannot be (a read-only root, another writer busy), what the mirror
  * recorded is listed after a one-line warning saying why. */
-static int errors_current(cli *c, char **ids, int n) {
+static int errors_current(cli *c, char **ids, int n, char *why,
+                          size_t whylen) {
   json_t *req = json_pack("{s:s,s:o}", "cmd", "ingest", "ids",
                           ids_array(ids, n));
   json_t *resp;
@@ -647,8 +648,7 @@ static int errors_current(cli *c, char **ids, int n) {
       jm_mirror_lock(m, 2000, "jmirror errors", &err) != 0 ||
       jm_mirror_catch_up(m, (const char *const *)ids, (size_t)n, NULL, NULL,
                          NULL, &st, &err) != 0)
-    cli_err("warning: not brought up to date (%s): the bad lines the "
-            "mirror recorded follow", err.msg);
+    snprintf(why, whylen, "%s", err.msg); /* said if the list can follow */
   if (m)
     jm_mirror_close(m);
   return 0;
@@ -681,7 +681,9 @@ int cmd_errors(cli *c, int argc, char **argv) {
     if (gone)
       return EXIT_FAIL;
   }
-  if ((rc = errors_current(c, o.operands, o.n_operands)) != 0 ||
+  char why[512] = "";
+  if ((rc = errors_current(c, o.operands, o.n_operands, why, sizeof why)) !=
+          0 ||
       (rc = cli_open_mirror(c, 1, &m)) != 0)
     return rc;
   jm_bad_line_iter *it = NULL;
@@ -708,7 +710,14 @@ int cmd_errors(cli *c, int argc, char **argv) {
   }
   jm_bad_line_iter_free(it);
   jm_mirror_close(m);
-  if (!json && n == 0)
+  /* One line on stderr at most: the verdict, and why it may be behind. */
+  if (why[0] && (json || n > 0))
+    cli_err("warning: the list may be behind the journal: the mirror could "
+            "not be brought up to date (%s)", why);
+  else if (why[0])
+    fprintf(stderr, "no bad lines recorded (the mirror could not be brought "
+            "up to date: %s)\n", why);
+  else if (!json && n == 0)
     fprintf(stderr, "no bad lines recorded\n");
   return EXIT_OK;
 }
