@@ -329,9 +329,9 @@ def test_kill9_daemon_mid_rebuild(tmp):
     note("%d of %d kills landed mid-work (%d mid-rebuild, %d mid-repair); whole test %.1f s"
          % (len(mid), len(outcomes), sum(o[2] == "mid-rebuild" for o in mid),
             sum(o[2] == "mid-repair" for o in mid), time.monotonic() - t_start))
-    # Timing decides how many: at least a third (10 of 12 in the runs seen
-    # so far), at least one, and in the normal build (6 rounds of each) at
-    # least one of each kind.
+    # Timing decides how many: at least a third (8 to 11 of 12 in the runs
+    # seen so far), at least one, and in the normal build (6 rounds of
+    # each) at least one of each kind.
     assert len(mid) >= max(1, N_DAEMON_KILLS // 3), outcomes
     if N_DAEMON_KILLS >= 12:
         assert {o[2] for o in mid} == {"mid-rebuild", "mid-repair"}, outcomes
