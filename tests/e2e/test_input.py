@@ -24,6 +24,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import (FIXTURES, JMIRROR, Daemon, query, run, run_cli,  # noqa: E402
                      verify, wait_until)
 
+# Under ASan the freed line buffers sit in its quarantine and count as RSS:
+# the memory bounds are measured and printed, but only held in a plain build.
+SANITIZED = os.environ.get("JM_SANITIZED", "none") not in ("", "none")
 CONV = "c1"  # the corpus is written for a file named c1 (the unit test's id)
 KNOWN_TYPES = {"conversation.created", "conversation.updated", "conversation.deleted",
                "conversation.restored", "message", "message.delta", "message.end",
@@ -259,9 +262,12 @@ def test_corpus_daemon(tmp):
                    30, "the daemon to ingest the whole corpus journal")
         check_corpus_mirror(root, cases, data, where, nlines, "jmirrord")
     # What the daemon recorded equals a clean replay.
-    tailed = query(root, "SELECT * FROM bad_lines ORDER BY line")
+    tables = ("SELECT * FROM bad_lines ORDER BY line",
+              "SELECT * FROM messages ORDER BY seq",
+              "SELECT * FROM conversations")
+    tailed = [query(root, q) for q in tables]
     assert run_cli("replay", CONV, root=root).code == 0
-    assert query(root, "SELECT * FROM bad_lines ORDER BY line") == tailed
+    assert [query(root, q) for q in tables] == tailed
 
 
 # --------------------------------------------------------------------------
@@ -464,8 +470,9 @@ def test_too_long_replay_and_ingest(tmp):
             check_too_long(root, n, offset, size, how)
             # The reader keeps at most the maximum of a line; well under the
             # line itself.
-            assert rss < mx + (48 << 20), (how, rss)
-            assert rss < n // 2, (how, rss)
+            if not SANITIZED:
+                assert rss < mx + (48 << 20), (how, rss)
+                assert rss < n // 2, (how, rss)
     finally:
         os.unlink(jfile(root))
 
@@ -495,7 +502,7 @@ def test_too_long_daemon(tmp):
             hwm = vm_hwm(d.pid)
             if hwm is not None:
                 note("jmirrord peak RSS: %d MiB before, %d MiB after" % (base >> 20, hwm >> 20))
-                assert hwm < mx + (64 << 20) and hwm < n // 2, (base, hwm)
+                assert SANITIZED or hwm < mx + (64 << 20) and hwm < n // 2, (base, hwm)
             assert d.alive()
     finally:
         os.unlink(jfile(root))
@@ -524,7 +531,7 @@ def test_too_long_append(tmp):
         assert out == "appended 1 event to '%s', refused 1 (line 1)\n" % CONV, out
         with open(jfile(root), "rb") as f:
             assert json.loads(f.read()) == event_value(ok)
-        assert rss < mx + (48 << 20) and rss < BIG_FACTOR * mx // 2, rss
+        assert SANITIZED or rss < mx + (48 << 20) and rss < BIG_FACTOR * mx // 2, rss
     finally:
         os.unlink(inp)
 
