@@ -20,6 +20,9 @@ struct jm_bad_line_iter {
 int jm_mirror_bad_lines(jm_mirror *m, const char *id, jm_bad_line_iter **out,
                         jm_error *err) {
   *out = NULL;
+  int rc = id ? jm_id_check(id, strlen(id), err) : 0;
+  if (rc)
+    return rc;
   jm_bad_line_iter *it = calloc(1, sizeof *it);
   if (it == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
@@ -29,7 +32,7 @@ int jm_mirror_bad_lines(jm_mirror *m, const char *id, jm_bad_line_iter **out,
       " FROM bad_lines WHERE ?1 IS NULL OR conversation_id = ?1"
       " ORDER BY conversation_id, line";
   if (sqlite3_prepare_v2(m->db, sql, -1, &it->st, NULL) != SQLITE_OK) {
-    int rc = jm__sql_err(m, err, "cannot list bad lines");
+    rc = jm__sql_err(m, err, "cannot list bad lines");
     free(it);
     return rc;
   }

@@ -161,7 +161,9 @@ static int forget_unseen(cu *c) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < c->nk; i++)
     if (!c->k[i].seen) {
-      rc = jm_mirror_forget(c->m, c->k[i].id, c->err);
+      /* The id comes from the mirror's own rows: no id check here. */
+      int had_rows;
+      rc = jm__forget(c->m, c->k[i].id, &had_rows, c->err);
       c->st->removed += rc == 0;
       if (rc == 0 && c->on_removed)
         c->on_removed(c->on_ctx, c->k[i].id);

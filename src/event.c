@@ -89,6 +89,25 @@ static const char *shown(char out[72], const char *s, size_t n) {
   return out;
 }
 
+/* jansson's error text quotes the input near the fault ("invalid token
+ * near '...'"), raw: a form feed, an ESC or a C1 control from a journal
+ * line would reach stderr, the mirror's bad_lines and `jmirror errors`.
+ * Keep printable ASCII, show every other byte as \xNN. */
+static const char *clean_text(char out[JSON_ERROR_TEXT_LENGTH * 4],
+                              const char *s) {
+  size_t o = 0;
+  for (; *s != '\0' && o + 5 < JSON_ERROR_TEXT_LENGTH * 4; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c >= 0x20 && c < 0x7f)
+      out[o++] = (char)c;
+    else
+      o += (size_t)snprintf(out + o, JSON_ERROR_TEXT_LENGTH * 4 - o,
+                            "\\x%02x", c);
+  }
+  out[o] = '\0';
+  return out;
+}
+
 const char *jm_bad_reason_name(jm_bad_reason reason) {
   static const char *const names[] = {
     "none", "too_long", "invalid_utf8", "invalid_json", "not_object",
@@ -162,6 +181,7 @@ static json_t *parse_json(const char *line, size_t len, jm_bad *bad,
                           int *oom) {
   const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
   json_error_t e, dup_e;
+  char text[JSON_ERROR_TEXT_LENGTH * 4];
   json_t *root = json_loadb(line, len, flags | JSON_REJECT_DUPLICATES, &e);
   int dup = 0;
   if (root == NULL && json_error_code(&e) == json_error_out_of_memory) {
@@ -190,7 +210,7 @@ static json_t *parse_json(const char *line, size_t len, jm_bad *bad,
               e.position);
     else
       set_bad(bad, JM_BAD_INVALID_JSON, "invalid JSON at byte %d: %s",
-              e.position, e.text);
+              e.position, clean_text(text, e.text));
     return NULL;
   }
   /* Depth: a walk of the parsed tree (an event has a dozen nodes). */
@@ -206,8 +226,8 @@ static json_t *parse_json(const char *line, size_t len, jm_bad *bad,
     goto fail;
   }
   if (dup) {
-    set_bad(bad, JM_BAD_DUPLICATE_KEY, "%s at byte %d", dup_e.text,
-            dup_e.position);
+    set_bad(bad, JM_BAD_DUPLICATE_KEY, "%s at byte %d",
+            clean_text(text, dup_e.text), dup_e.position);
     goto fail;
   }
   return root;

@@ -639,6 +639,9 @@ int jm__forget(jm_mirror *m, const char *id, int *removed, jm_error *err) {
 
 int jm_mirror_forget(jm_mirror *m, const char *id, jm_error *err) {
   int removed;
+  int rc = jm_id_check(id, strlen(id), err);
+  if (rc)
+    return rc;
   return jm__forget(m, id, &removed, err);
 }
 

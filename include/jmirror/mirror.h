@@ -180,7 +180,8 @@ int jm_mirror_changed(jm_mirror *m,
                       void (*on_removed)(void *ctx, const char *id),
                       void *ctx, jm_catchup_stats *st, jm_error *err);
 
-/* Remove the rows of a conversation whose file is gone. Needs the lock. */
+/* Remove the rows of a conversation whose file is gone. Needs the lock.
+ * JM_EID for an invalid id (nothing touched). */
 int jm_mirror_forget(jm_mirror *m, const char *conv_id, jm_error *err);
 
 /* ------------------------------------------------------------------ */
@@ -295,8 +296,9 @@ typedef struct jm_bad_line {
 
 typedef struct jm_bad_line_iter jm_bad_line_iter;
 
-/* Iterate the recorded bad lines (id NULL: all).  Free with
- * jm_bad_line_iter_free() before closing the mirror. */
+/* Iterate the recorded bad lines (id NULL: all; an invalid id: JM_EID,
+ * *out NULL).  Free with jm_bad_line_iter_free() before closing the
+ * mirror. */
 int jm_mirror_bad_lines(jm_mirror *m, const char *id, jm_bad_line_iter **out,
                         jm_error *err);
 /* 1: *out filled; 0: no more; <0: error. */

@@ -1525,6 +1525,35 @@ static int hexval(int c) {
   return -1;
 }
 
+/* jansson quotes the input near a syntax error or a duplicate key: those
+ * bytes reach stderr, the mirror's bad_lines and `jmirror errors`, so a
+ * form feed, an ESC or a C1 control must come out as \xNN, never raw. */
+static void test_bad_message_escapes_input_bytes(void) {
+  static const struct {
+    const char *line, *needle;
+    jm_bad_reason want;
+  } cases[] = {
+    {"\x1b[2J", "near '\\x1b'", JM_BAD_INVALID_JSON},
+    {"{\"a\"\x0c:1}", "\\x0c", JM_BAD_INVALID_JSON},
+    {"\xc2\x9b" "31m", "\\xc2\\x9b", JM_BAD_INVALID_JSON},
+    {"{\"\xc2\x9b\":1,\"\xc2\x9b\":2}", "\\xc2\\x9b", JM_BAD_DUPLICATE_KEY},
+    {"{\"a\":tru\x1b}", "invalid JSON", JM_BAD_INVALID_JSON},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    jm_event ev;
+    jm_bad bad;
+    int rc = jm_event_parse(cases[i].line, strlen(cases[i].line), "c1", 0, &ev,
+                            &bad);
+    ASSERT_EQ(rc, JM_EVENT_BAD);
+    ASSERT_EQ(bad.reason, cases[i].want);
+    ASSERT_STR_CONTAINS(bad.msg, cases[i].needle);
+    for (const char *p = bad.msg; *p; p++)
+      if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+        test_fail(__FILE__, __LINE__, "case %zu: raw byte 0x%02x in \"%s\"",
+                  i, (unsigned char)*p, bad.msg);
+  }
+}
+
 static void test_fixture_corpus(void) {
   const char *dir = getenv("JM_FIXTURES");
   ASSERT(dir != NULL && dir[0] != '\0');
@@ -1751,6 +1780,7 @@ static const test_case cases[] = {
   TEST_CASE(test_id_embedded_nul),
   TEST_CASE(test_id_non_ascii),
   /* corpus */
+  TEST_CASE(test_bad_message_escapes_input_bytes),
   TEST_CASE(test_fixture_corpus),
   {0},
 };
