@@ -182,6 +182,12 @@ void jm__fold_release(jm__fold *f) {
   memset(f, 0, sizeof *f);
 }
 
+void jm__fold_take(jm__fold *dst, jm__fold *src) {
+  jm__fold_release(dst);
+  *dst = *src;
+  memset(src, 0, sizeof *src);
+}
+
 static uint64_t hash_id(const char *p, size_t n) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
   for (size_t i = 0; i < n; i++) {

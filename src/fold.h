@@ -96,6 +96,9 @@ typedef struct jm__fold {
 
 void jm__fold_init(jm__fold *f, jm__load_fn load, void *load_ctx);
 void jm__fold_release(jm__fold *f);
+/* Move what *src holds into *dst (whose contents are released first);
+ * *src is left empty.  How a fold made on one thread changes hands. */
+void jm__fold_take(jm__fold *dst, jm__fold *src);
 void jm__conv_release(jm__conv *c);
 
 /* Apply one valid event.  0, -ENOMEM, or a loader error. */

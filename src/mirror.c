@@ -170,6 +170,18 @@ static const char cachedir_tag_text[] =
   "# Everything here is derived from ../journal and is rebuilt with\n"
   "# 'jmirror replay --all'.  See https://bford.info/cachedir/\n";
 
+/* Does the file `tag` start with the CACHEDIR.TAG signature (43 bytes)?
+ * That is all backup tools look at. */
+static int tag_signed(const char *tag) {
+  char head[43];
+  int fd = tag ? jm__open(tag, O_RDONLY, 0) : -1;
+  int ok = fd >= 0 && jm__pread_full(fd, head, sizeof head, 0) == 43 &&
+           memcmp(head, cachedir_tag_text, sizeof head) == 0;
+  if (fd >= 0)
+    jm__close(fd);
+  return ok;
+}
+
 /* Mark the default mirror/ directory as a cache for backup tools. */
 int jm__mirror_dir_mark(const char *dir) {
   char *tag = jm__path_join(dir, "CACHEDIR.TAG");
@@ -178,14 +190,8 @@ int jm__mirror_dir_mark(const char *dir) {
   /* Missing, or not starting with the signature (emptied, edited, cut
    * short): backup tools would copy the mirror.  Our own directory: the
    * tag is written whole again. */
-  char head[43];
-  int fd = jm__open(tag, O_RDONLY | O_NOFOLLOW, 0);
-  int ok = fd >= 0 && jm__pread_full(fd, head, sizeof head, 0) == 43 &&
-           memcmp(head, cachedir_tag_text, sizeof head) == 0;
-  if (fd >= 0)
-    jm__close(fd);
   int rc = 0;
-  if (!ok)
+  if (!tag_signed(tag))
     rc = jm__write_file_atomic(tag, cachedir_tag_text,
                                sizeof cachedir_tag_text - 1, 0600, NULL);
   free(tag);
@@ -215,13 +221,7 @@ void jm_mirror_exclusion(const char *db_path, int *cachedir_tag,
   }
   *slash = '\0';
   char *tag = jm__path_join(dir, "CACHEDIR.TAG");
-  char head[44] = {0};
-  int fd = tag ? jm__open(tag, O_RDONLY, 0) : -1;
-  if (fd >= 0) {
-    *cachedir_tag = jm__pread_full(fd, head, 43, 0) == 43 &&
-                    memcmp(head, cachedir_tag_text, 43) == 0;
-    jm__close(fd);
-  }
+  *cachedir_tag = tag_signed(tag);
   free(tag);
 #ifdef __APPLE__
   *tm_excluded = getxattr(dir, "com.apple.metadata:com_apple_backup_excludeItem",

@@ -121,9 +121,7 @@ static int s_folded(void *ctx, jm__pl_file *f, jm__fold *fold,
                     uint64_t events, uint64_t bad) {
   sink_ctx *s = ctx;
   (void)f;
-  jm__fold_release(&s->fold); /* as begin() left it: empty */
-  s->fold = *fold;
-  memset(fold, 0, sizeof *fold);
+  jm__fold_take(&s->fold, fold); /* begin() left it empty */
   s->stats->events += events;
   s->stats->bad_lines += bad;
   return 0;

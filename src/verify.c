@@ -341,9 +341,7 @@ static int v_folded(void *ctx, jm__pl_file *f, jm__fold *fold,
   (void)f;
   (void)events;
   (void)bad;
-  jm__fold_release(&v->fold); /* as v_begin() left it: empty */
-  v->fold = *fold;
-  memset(fold, 0, sizeof *fold);
+  jm__fold_take(&v->fold, fold); /* v_begin() left it empty */
   return 0;
 }
 

@@ -239,6 +239,13 @@ class Corpus:
         assert self.digests == journal_digests(self.root), what
         return still
 
+    def rerun(self, cmd, what):
+        """Run `cmd` again through the running daemon, then converge."""
+        r = run_cli(*COMMANDS[cmd], root=self.root, timeout=300)
+        assert r.code == 0 and "by jmirrord" in r.out, (what, r)
+        wait_caught_up(self.root, len(self.cids))
+        self.assert_converged(what)
+
     def assert_converged(self, what):
         """verify clean, integrity ok, no duplicate, rows equal the clean
         replay, journals untouched."""
@@ -317,10 +324,7 @@ def test_kill9_daemon_mid_rebuild(tmp):
                      else "mid-repair" if still else "after")
         outcomes.append((cmd, ("" if anywhere else "+") + "%.2f" % delay, state, len(still)))
         # The interrupted command again, through the new daemon.
-        r = run_cli(*COMMANDS[cmd], root=root, timeout=300)
-        assert r.code == 0 and "by jmirrord" in r.out, (what, r)
-        wait_caught_up(root, len(c.cids))
-        c.assert_converged(what)
+        c.rerun(cmd, what)
         code, _ = d.stop()
         assert code == 0, d.log_text()
     note("kills (command, delay (+: from the start of the work), state found, conversations "
@@ -382,10 +386,7 @@ def test_kill_client_mid_rebuild(tmp):
         outcomes.append((cmd, round(delay, 2), "answered" if answered else
                          "daemon busy with it" if busy else "idle", len(still),
                          round(status_ms)))
-        r = run_cli(*COMMANDS[cmd], root=root, timeout=300)
-        assert r.code == 0 and "by jmirrord" in r.out, (what, r)
-        wait_caught_up(root, len(c.cids))
-        c.assert_converged(what)
+        c.rerun(cmd, what)
     code, _ = d.stop()
     assert code == 0, d.log_text()
     note("client kills (command, delay, daemon at the kill, conversations still damaged "

@@ -1192,9 +1192,7 @@ static int probe_folded(void *ctx, jm__pl_file *f, jm__fold *fold,
   s->via_folded++;
   s->events += events;
   s->bad += bad;
-  jm__fold_release(&p->fold);
-  p->fold = *fold;
-  memset(fold, 0, sizeof *fold);
+  jm__fold_take(&p->fold, fold);
   return 0;
 }
 

@@ -666,10 +666,9 @@ int cmd_errors(cli *c, int argc, char **argv) {
   if (o.n_operands == 1 &&
       jm_id_check(o.operands[0], strlen(o.operands[0]), &err) != 0)
     return cli_fail(&err);
-  jm_mirror *m;
-  if ((rc = cli_open_mirror(c, 1, &m)) != 0) /* none yet: said so */
+  jm_mirror *m; /* read from; open first: no mirror yet is said here */
+  if ((rc = cli_open_mirror(c, 1, &m)) != 0)
     return rc;
-  jm_mirror_close(m);
   if (o.n_operands == 1) { /* a typo must not look like "no bad lines" */
     char *path = jm_journal_path(c->root, o.operands[0]);
     struct stat st;
@@ -678,14 +677,18 @@ int cmd_errors(cli *c, int argc, char **argv) {
       cli_err("no conversation '%s': no journal file '%s'", o.operands[0],
               path);
     free(path);
-    if (gone)
+    if (gone) {
+      jm_mirror_close(m);
       return EXIT_FAIL;
+    }
   }
+  /* Brought up to date by another connection; the reads below begin
+   * after it committed (WAL), so they see it. */
   char why[512] = "";
-  if ((rc = errors_current(c, o.operands, o.n_operands, why, sizeof why)) !=
-          0 ||
-      (rc = cli_open_mirror(c, 1, &m)) != 0)
+  if ((rc = errors_current(c, o.operands, o.n_operands, why, sizeof why))) {
+    jm_mirror_close(m);
     return rc;
+  }
   jm_bad_line_iter *it = NULL;
   jm_error_clear(&err);
   if (jm_mirror_bad_lines(m, o.n_operands ? o.operands[0] : NULL, &it,
