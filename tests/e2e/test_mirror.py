@@ -718,6 +718,22 @@ def test_replay_summaries(tmp):
     assert_clean(root, tmp, 2)
 
 
+def test_many_ids(tmp):
+    """Any number of ids on the command line (there was a limit of 64),
+    options mixed in among them."""
+    root = os.path.join(tmp, "root")
+    ids = ["c%03d" % i for i in range(300)]
+    for i, cid in enumerate(ids):
+        write(root, cid, lines(ev("message", i, id="m1", role="user", content=cid)))
+    args = ids[:150] + ["--json"] + ids[150:]
+    r = run_cli("replay", *args, root=root)
+    assert r.code == 0, r
+    assert [o["conversation"] for o in json.loads(r.out)] == ids, r
+    r = run_cli("verify", "--json", *ids, root=root)
+    assert r.code == 0, r
+    assert query(db_of(root), "SELECT count(*) FROM messages") == [(300,)]
+
+
 def test_replay_missing_via_daemon(tmp):
     """With jmirrord running the replay is done by it; an id without a
     journal file is the same error, exit 1, and no summary unless another

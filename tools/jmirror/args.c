@@ -52,13 +52,12 @@ static int find_spec(const opt_spec *specs, const char *name, size_t n) {
 int cli_parse(cli *c, int argc, char **argv, const opt_spec *specs,
               opt_result *out) {
   memset(out, 0, sizeof *out);
+  out->operands = argv; /* slot n_operands <= i is one already read */
   int only_operands = 0;
   for (int i = 0; i < argc; i++) {
     char *a = argv[i];
     if (only_operands || a[0] != '-' || strcmp(a, "-") == 0) {
-      if (out->n_operands >= (int)(sizeof out->operands / sizeof(char *)))
-        return cli_usage(c, "too many arguments");
-      out->operands[out->n_operands++] = a;
+      argv[out->n_operands++] = a;
       continue;
     }
     if (strcmp(a, "--") == 0) {

@@ -47,11 +47,13 @@ typedef struct opt_spec {
 
 typedef struct opt_result {
   const char *values[16]; /* per spec index: value, "" for a flag, or NULL */
-  char *operands[64];     /* positional arguments in order */
+  char **operands;        /* positional arguments in order: argv's own
+                           * slots, moved to its front (any number) */
   int n_operands;
 } opt_result;
 
-/* Returns 0, or prints "jmirror <cmd>: ..." and returns EXIT_USAGE. */
+/* Returns 0, or prints "jmirror <cmd>: ..." and returns EXIT_USAGE.
+ * Reorders argv: the operands end up first, in order (as getopt does). */
 int cli_parse(cli *c, int argc, char **argv, const opt_spec *specs,
               opt_result *out);
 
