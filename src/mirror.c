@@ -634,7 +634,21 @@ int jm_mirror_lock(jm_mirror *m, int wait_ms, const char *who,
   if (ftruncate(fd, 0) == 0)
     jm__pwrite_full(fd, line, (size_t)n, 0);
   m->lock_fd = fd;
+  /* A holder killed mid-rebuild left its scratch file (as big as the
+   * mirror); nobody else can be using it now. */
+  jm__remove_scratch(m->db_path);
   return 0;
+}
+
+void jm__remove_scratch(const char *db_path) {
+  char *scratch = jm_mirror_sibling(db_path, ".rebuild");
+  char *journal = scratch ? jm_mirror_sibling(scratch, "-journal") : NULL;
+  if (scratch)
+    unlink(scratch);
+  if (journal)
+    unlink(journal);
+  free(journal);
+  free(scratch);
 }
 
 void jm_mirror_unlock(jm_mirror *m) {

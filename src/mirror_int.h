@@ -65,6 +65,11 @@ static inline int jm__canceled(jm_mirror *m) {
 }
 void jm__set_aux(jm_mirror *m, sqlite3 *db);
 
+/* Remove the rebuild's scratch database ("<db>.rebuild" and its
+ * -journal): left by a rebuild that was killed.  Only the writer lock's
+ * holder builds one, so its holder may remove what is there. */
+void jm__remove_scratch(const char *db_path);
+
 /* The source row of a conversation: how far its file was ingested. */
 typedef struct jm__source {
   int found;                 /* a row exists */

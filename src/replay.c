@@ -319,11 +319,7 @@ static int open_scratch(jm_mirror *m, jm_mirror *fresh, jm_error *err) {
   fresh->db_path = jm_mirror_sibling(m->db_path, ".rebuild");
   if (fresh->db_path == NULL)
     return jm__errf(err, -ENOMEM, "out of memory");
-  unlink(fresh->db_path); /* left by a rebuild that was killed */
-  char *j = jm_mirror_sibling(fresh->db_path, "-journal");
-  if (j)
-    unlink(j);
-  free(j);
+  jm__remove_scratch(m->db_path); /* left by a rebuild that was killed */
   int rc = jm__db_open(fresh->db_path,
                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &fresh->db,
                        err);

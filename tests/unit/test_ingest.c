@@ -1286,6 +1286,37 @@ static void test_pipeline_folds_on_workers(void) {
     free(files[i].path);
 }
 
+/* A rebuild killed mid-way leaves its scratch database beside the mirror
+ * (as big as the mirror).  The next holder of the writer lock removes it;
+ * nobody removes it while another process holds the lock. */
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void test_lock_removes_stale_scratch(void) {
+  const char *root = mt_root("scratch");
+  mt_write(root, "c1", "", 0);
+  jm_mirror *m = mt_open(root, NULL, 0);
+  char *scratch = jm_mirror_sibling(jm_mirror_db_path(m), ".rebuild");
+  char *sj = jm_mirror_sibling(scratch, "-journal");
+  jm_mirror_unlock(m);
+  jm_error err;
+  /* Left by a dead rebuild while the lock is held by another opener. */
+  jm_mirror_options opt = {0};
+  jm_mirror *other = NULL;
+  ASSERT_OK(jm_mirror_open(&other, root, &opt, &err));
+  ASSERT_OK(jm_mirror_lock(other, 0, "other", &err));
+  test_write_file(scratch, "not a database", 14);
+  test_write_file(sj, "x", 1);
+  ASSERT_EQ(jm_mirror_lock(m, 0, "test", &err), JM_ELOCKED);
+  ASSERT(exists(scratch) && exists(sj));
+  /* The holder dies (its lock goes with it): the next one cleans up. */
+  jm_mirror_close(other);
+  ASSERT_OK(jm_mirror_lock(m, 0, "test", &err));
+  ASSERT(!exists(scratch) && !exists(sj));
+  jm_mirror_close(m);
+  free(sj);
+  free(scratch);
+}
+
 static const test_case cases[] = {
     TEST_CASE(test_generator_sanity),
     TEST_CASE_T(test_property_seeds_1_4, 120),
@@ -1300,6 +1331,7 @@ static const test_case cases[] = {
     TEST_CASE_T(test_replay_diff_recreate_after_flush, 120),
     TEST_CASE(test_index_build_automerge),
     TEST_CASE_T(test_pipeline_folds_on_workers, 120),
+    TEST_CASE(test_lock_removes_stale_scratch),
     {0},
 };
 
