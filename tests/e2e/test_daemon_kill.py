@@ -1,6 +1,8 @@
 """Crash tests of jmirrord while it rebuilds: the daemon (or the `jmirror`
 client whose work it does) is SIGKILLed at a random point of a `jmirror
-replay --all` or `jmirror verify --repair` asked over its control socket.
+replay --all` or `jmirror verify --repair` asked over its control socket;
+and the daemon during `jmirror replay ID...` and during the rebuild it
+starts by itself when its mirror was deleted under it.
 
 The root is the corpus of test_mirror_crash.py (300 conversations, over
 20 MB).  Before every round some conversations' rows are damaged behind the
@@ -395,6 +397,171 @@ def test_kill_client_mid_rebuild(tmp):
     note("%d of %d clients killed while the daemon did their work; whole test %.1f s"
          % (busy, len(outcomes), time.monotonic() - t_start))
     assert busy >= max(1, N_CLIENT_KILLS // 3), outcomes
+
+
+def delete_mirror(root):
+    """The mirror's files removed under the running daemon, as a user or a
+    cleaner might: the daemon still has the old inode open."""
+    db = mirror_db(root)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(db + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def has_schema(db):
+    c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    try:
+        return c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'messages'"
+                         ).fetchone()[0] == 1
+    finally:
+        c.close()
+
+
+def rows_state(c, old_by, damaged):
+    """Integrity, no duplicate, journals untouched; (conversations exactly
+    as damaged, conversations present).  Every conversation present is
+    exactly as damaged or exactly clean."""
+    db = mirror_db(c.root)
+    assert integrity(db) == [("ok",)]
+    if not has_schema(db):  # created, not yet migrated, when killed
+        return list(damaged), 0
+    no_duplicates(db)
+    got = per_conversation(dump(db))
+    mixed = [x for x in got if got[x] != old_by.get(x) and got[x] != c.clean_by[x]]
+    assert not mixed, ("conversations neither as before nor clean", mixed[:5])
+    assert c.digests == journal_digests(c.root)
+    return [x for x in damaged if got.get(x) != c.clean_by[x]], len(got)
+
+
+def test_kill9_daemon_other_work(tmp):
+    """The work jmirrord does besides replay --all / verify --repair,
+    killed: `jmirror replay ID...` of damaged conversations (each in its
+    own transaction), and the rebuild it starts by itself when its mirror
+    was deleted under it (asked by a plain `jmirror verify`).  After a
+    restart the mirror must hold every conversation exactly as before or
+    exactly clean; for the deleted mirror the restarted daemon alone must
+    converge (nobody asks again), and no scratch file may be left."""
+    t_start = time.monotonic()
+    rng = seed_rng("test_kill9_daemon_other_work")
+    c = Corpus(tmp)
+    root = c.root
+    n_rounds = rounds(4 if SANITIZED else 8, 40)
+
+    def ask(kind, damaged):
+        if kind == "ids":
+            return spawn(["replay"] + damaged, root=root)
+        delete_mirror(root)
+        return spawn(["verify"], root=root)
+
+    def prepare(kind):
+        if kind == "ids":
+            # Most of them: small files replay in a few ms each.
+            damaged, tampered = damage(root, rng, c.cids, rng.randint(200, len(c.cids)))
+            n = len(tampered)
+            return damaged, lambda: still_tampered(root, tampered) < n
+        return [], lambda: os.path.exists(rebuild_file(root))
+
+    # Uninterrupted, through the daemon: (from the client's start, from
+    # the work seen to start) to the answer, the shorter of two.
+    c.start()
+    took = {}
+    for kind in ("ids", "deleted"):
+        best = None
+        for _ in range(2):
+            damaged, started = prepare(kind)
+            t0 = time.monotonic()
+            p = ask(kind, damaged)
+            # (a quick run may end before a poll sees it start)
+            t1 = time.monotonic() if poll(started, p) else t0
+            if kind == "deleted":  # the rebuild: while its scratch file exists
+                poll(lambda: not os.path.exists(rebuild_file(root)), p)
+            t2 = time.monotonic()
+            out, err = reap(p, 300)
+            if kind == "ids":
+                t2 = time.monotonic()
+            assert p.returncode == 0, (kind, out, err)
+            if kind == "deleted":
+                assert "0 behind, 0 drift" in out and "rebuilt it first" in err, (out, err)
+            wait_caught_up(root, len(c.cids))
+            c.assert_converged("uninterrupted " + kind)
+            best = min(best or (t2 - t0, t2 - t1), (t2 - t0, t2 - t1))
+        took[kind] = best
+    c.d.stop()
+    note("through the daemon: replay of 200-300 damaged ids %.2f s (%.2f s from the first "
+         "repaired), rebuild of a deleted mirror %.2f s to its end (%.2f s of it with its scratch database); "
+         "%d rounds%s" % (took["ids"][0], took["ids"][1], took["deleted"][0],
+                          took["deleted"][1], n_rounds, " [sanitized]" if SANITIZED else ""))
+    outcomes = []
+    for k in range(n_rounds):
+        kind = ("ids", "deleted")[k % 2]
+        d = c.start()
+        damaged, started = prepare(kind)
+        old_by = per_conversation(dump(mirror_db(root)))
+        anywhere = k % 4 >= 2
+        t = took[kind][0 if anywhere else 1]
+        delay = rng.uniform(0.02 if anywhere else 0, t * 1.1)
+        p = ask(kind, damaged)
+        if not anywhere:
+            poll(started, p)
+        try:
+            p.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            pass
+        d.kill()  # SIGKILL: the random kill point
+        d.check_log()
+        left = os.path.exists(rebuild_file(root))
+        db_there = os.path.exists(mirror_db(root))
+        out, err = reap(p, 60)
+        what = "round %d (%s, daemon killed %.2f s after %s)" % (
+            k, kind, delay, "the client's start" if anywhere else "the work started")
+        if p.returncode != 0:
+            # Its daemon died under it (one line saying so), or it found no
+            # daemon and verified the deleted mirror itself: behind.
+            assert p.returncode == 1, (what, out, err)
+            assert "jmirrord" in err or (kind == "deleted" and "behind" in out), (what, out, err)
+        if db_there:
+            still, present = rows_state(c, old_by, damaged)
+        else:
+            still, present = damaged, 0
+        if kind == "ids":
+            assert present == len(c.cids), what
+            state = ("answered" if p.returncode == 0 else "before" if still == damaged
+                     else "mid-replay" if still else "after")
+            if p.returncode == 0:
+                assert still == [], (what, "answered, yet not done", len(still))
+        else:
+            # (a client that found its daemon gone verifies by itself, and
+            # brings the mirror up to date first)
+            by_daemon = "rebuilt it first" in err
+            state = ("mid-rebuild" if left else "answered" if p.returncode == 0 and by_daemon
+                     else "by the client" if p.returncode == 0
+                     else "no mirror" if not db_there
+                     else "after" if present == len(c.cids) else "empty")
+        outcomes.append((kind, ("" if anywhere else "+") + "%.2f" % delay, state, len(still)))
+        d = c.start()
+        assert not os.path.exists(rebuild_file(root)), (what, "scratch left after a restart")
+        st = status(root)
+        assert st["last_error"] is None, (what, st)
+        if kind == "ids":
+            r = run_cli("replay", *damaged, root=root, timeout=300)
+            assert r.code == 0 and "by jmirrord" in r.out, (what, r)
+            wait_caught_up(root, len(c.cids))
+        # The deleted mirror: converged by the restarted daemon alone.
+        c.assert_converged(what)
+        code, _ = d.stop()
+        assert code == 0, d.log_text()
+    note("kills (kind, delay (+: from the start of the work), state found, conversations "
+         "still damaged): %s" % outcomes)
+    mid = [o for o in outcomes if o[2] in ("mid-replay", "mid-rebuild")]
+    note("%d of %d kills landed mid-work (%d mid-replay, %d mid-rebuild); whole test %.1f s"
+         % (len(mid), len(outcomes), sum(o[2] == "mid-replay" for o in mid),
+            sum(o[2] == "mid-rebuild" for o in mid), time.monotonic() - t_start))
+    # 4 to 7 of 8 in the runs seen
+    assert len(mid) >= max(1, n_rounds // 4), outcomes
+    if n_rounds >= 8:
+        assert {o[2] for o in mid} == {"mid-replay", "mid-rebuild"}, outcomes
 
 
 if __name__ == "__main__":
