@@ -189,7 +189,14 @@ def test_kill_replay_all(tmp):
         restore(root, old_path)
         # Half anywhere, half late: the copy into the live mirror is last.
         delay = rng.uniform(0.02, took) if k % 2 else rng.uniform(took * 0.75, took * 1.1)
+        t0 = time.monotonic()
         killed, code = kill_after(["replay", "--all"], root, delay)
+        if not killed:
+            # The clean run was timed once, maybe beside other tests (the
+            # nightly runs several at once): a run that finished sooner is
+            # the better measure, or the late kill points all come too late
+            # (a nightly run once saw 20 kills in 60 rounds).
+            took = min(took, time.monotonic() - t0)
         assert integrity(db_of(root)) == [("ok",)], (k, delay)
         got = dump(db_of(root))
         assert got in (old, new), "replay --all killed at %.2f s left a mixed mirror" % delay
