@@ -138,6 +138,34 @@ def reap(p, timeout):
     return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
+def kill_daemon_at(d, p, delay, started=None):
+    """SIGKILL the daemon d `delay` seconds into its client p's run (from
+    when started() holds, if given), or when p exits: the random kill
+    point.  Then no sanitizer report in its log."""
+    if started is not None:
+        poll(started, p)
+    try:
+        p.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        pass
+    d.kill()
+    d.check_log()
+
+
+def report_mid_work(outcomes, kinds, t_start, at_least, both):
+    """Note how many kills landed mid-work (state one of `kinds`); at least
+    `at_least`, and one of each kind if `both`."""
+    mid = [o for o in outcomes if o[2] in kinds]
+    note("kills (kind, delay (+: from the start of the work), state found, conversations "
+         "still damaged): %s" % outcomes)
+    note("%d of %d kills landed mid-work (%s); whole test %.1f s"
+         % (len(mid), len(outcomes), ", ".join("%d %s" % (sum(o[2] == k for o in mid), k)
+                                               for k in kinds), time.monotonic() - t_start))
+    assert len(mid) >= at_least, outcomes
+    if both:
+        assert {o[2] for o in mid} == set(kinds), outcomes
+
+
 def status(root):
     return control(root, {"cmd": "status"}, timeout=30)
 
@@ -227,19 +255,26 @@ class Corpus:
         """Integrity, no duplicate; every conversation exactly as damaged or
         exactly clean (`whole`: all of them the one or the other).  Returns
         the conversations still as damaged."""
-        db = mirror_db(self.root)
-        assert integrity(db) == [("ok",)], what
-        no_duplicates(db)
-        got = per_conversation(dump(db))
+        got = self.check_rows(what, old_by)
         assert sorted(got) == self.cids, what
-        mixed = [c for c in self.cids if got[c] != old_by[c] and got[c] != self.clean_by[c]]
-        assert not mixed, ("%s: conversations neither as before nor clean" % what, mixed[:5])
         still = [c for c in damaged if got[c] != self.clean_by[c]]
         if whole:
             assert still in ([], damaged), ("%s: a mixed mirror after replay --all" % what,
                                             len(still), len(damaged))
-        assert self.digests == journal_digests(self.root), what
         return still
+
+    def check_rows(self, what, old_by):
+        """Integrity, no duplicate, journals untouched, every conversation
+        present exactly as before or exactly clean.  The rows by
+        conversation."""
+        db = mirror_db(self.root)
+        assert integrity(db) == [("ok",)], what
+        no_duplicates(db)
+        got = per_conversation(dump(db))
+        mixed = [x for x in got if got[x] != old_by.get(x) and got[x] != self.clean_by[x]]
+        assert not mixed, ("%s: conversations neither as before nor clean" % what, mixed[:5])
+        assert self.digests == journal_digests(self.root), what
+        return got
 
     def rerun(self, cmd, what):
         """Run `cmd` again through the running daemon, then converge."""
@@ -292,14 +327,7 @@ def test_kill9_daemon_mid_rebuild(tmp):
         t = took[cmd][0 if anywhere else 1]
         delay = rng.uniform(0.02 if anywhere else 0, t * 1.1)
         p = spawn(COMMANDS[cmd], root=root)
-        if not anywhere:
-            poll(c.started(cmd, tampered), p)
-        try:
-            p.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            pass
-        d.kill()  # SIGKILL: the random kill point
-        d.check_log()
+        kill_daemon_at(d, p, delay, None if anywhere else c.started(cmd, tampered))
         left = os.path.exists(rebuild_file(root))
         out, err = reap(p, 60)
         what = "round %d (%s, daemon killed %.2f s after %s)" % (
@@ -329,18 +357,11 @@ def test_kill9_daemon_mid_rebuild(tmp):
         c.rerun(cmd, what)
         code, _ = d.stop()
         assert code == 0, d.log_text()
-    note("kills (command, delay (+: from the start of the work), state found, conversations "
-         "still damaged): %s" % outcomes)
-    mid = [o for o in outcomes if o[2] in ("mid-rebuild", "mid-repair")]
-    note("%d of %d kills landed mid-work (%d mid-rebuild, %d mid-repair); whole test %.1f s"
-         % (len(mid), len(outcomes), sum(o[2] == "mid-rebuild" for o in mid),
-            sum(o[2] == "mid-repair" for o in mid), time.monotonic() - t_start))
     # Timing decides how many: at least a third (8 to 11 of 12 in the runs
     # seen so far), at least one, and in the normal build (6 rounds of
     # each) at least one of each kind.
-    assert len(mid) >= max(1, N_DAEMON_KILLS // 3), outcomes
-    if N_DAEMON_KILLS >= 12:
-        assert {o[2] for o in mid} == {"mid-rebuild", "mid-repair"}, outcomes
+    report_mid_work(outcomes, ("mid-rebuild", "mid-repair"), t_start,
+                    max(1, N_DAEMON_KILLS // 3), N_DAEMON_KILLS >= 12)
 
 
 def test_kill_client_mid_rebuild(tmp):
@@ -419,19 +440,14 @@ def has_schema(db):
         c.close()
 
 
-def rows_state(c, old_by, damaged):
-    """Integrity, no duplicate, journals untouched; (conversations exactly
-    as damaged, conversations present).  Every conversation present is
-    exactly as damaged or exactly clean."""
+def rows_state(c, what, old_by, damaged):
+    """Corpus.check_rows on a mirror that may lack conversations (or its
+    tables): (conversations still as damaged, conversations present)."""
     db = mirror_db(c.root)
-    assert integrity(db) == [("ok",)]
     if not has_schema(db):  # created, not yet migrated, when killed
+        assert integrity(db) == [("ok",)], what
         return list(damaged), 0
-    no_duplicates(db)
-    got = per_conversation(dump(db))
-    mixed = [x for x in got if got[x] != old_by.get(x) and got[x] != c.clean_by[x]]
-    assert not mixed, ("conversations neither as before nor clean", mixed[:5])
-    assert c.digests == journal_digests(c.root)
+    got = c.check_rows(what, old_by)
     return [x for x in damaged if got.get(x) != c.clean_by[x]], len(got)
 
 
@@ -503,14 +519,7 @@ def test_kill9_daemon_other_work(tmp):
         t = took[kind][0 if anywhere else 1]
         delay = rng.uniform(0.02 if anywhere else 0, t * 1.1)
         p = ask(kind, damaged)
-        if not anywhere:
-            poll(started, p)
-        try:
-            p.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            pass
-        d.kill()  # SIGKILL: the random kill point
-        d.check_log()
+        kill_daemon_at(d, p, delay, None if anywhere else started)
         left = os.path.exists(rebuild_file(root))
         db_there = os.path.exists(mirror_db(root))
         out, err = reap(p, 60)
@@ -522,7 +531,7 @@ def test_kill9_daemon_other_work(tmp):
             assert p.returncode == 1, (what, out, err)
             assert "jmirrord" in err or (kind == "deleted" and "behind" in out), (what, out, err)
         if db_there:
-            still, present = rows_state(c, old_by, damaged)
+            still, present = rows_state(c, what, old_by, damaged)
         else:
             still, present = damaged, 0
         if kind == "ids":
@@ -552,16 +561,9 @@ def test_kill9_daemon_other_work(tmp):
         c.assert_converged(what)
         code, _ = d.stop()
         assert code == 0, d.log_text()
-    note("kills (kind, delay (+: from the start of the work), state found, conversations "
-         "still damaged): %s" % outcomes)
-    mid = [o for o in outcomes if o[2] in ("mid-replay", "mid-rebuild")]
-    note("%d of %d kills landed mid-work (%d mid-replay, %d mid-rebuild); whole test %.1f s"
-         % (len(mid), len(outcomes), sum(o[2] == "mid-replay" for o in mid),
-            sum(o[2] == "mid-rebuild" for o in mid), time.monotonic() - t_start))
     # 4 to 7 of 8 in the runs seen
-    assert len(mid) >= max(1, n_rounds // 4), outcomes
-    if n_rounds >= 8:
-        assert {o[2] for o in mid} == {"mid-replay", "mid-rebuild"}, outcomes
+    report_mid_work(outcomes, ("mid-replay", "mid-rebuild"), t_start,
+                    max(1, n_rounds // 4), n_rounds >= 8)
 
 
 if __name__ == "__main__":
